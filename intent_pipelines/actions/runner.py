@@ -1,0 +1,152 @@
+"""Run one command without a shell: its own process group, a timeout, SIGTERM, grace, SIGKILL."""
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from intent_pipelines.actions.base import ActionContext
+from intent_pipelines.errors import FailureDetail, StepFailed, StepTimeout
+from intent_pipelines.retries import FailureClass, classify
+
+TAIL_LINES = 40
+DEFAULT_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A finished command: exit code and the tail of its output."""
+
+    argv: tuple[str, ...]
+    exit_code: int
+    tail: str
+    duration_s: float
+
+
+def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the whole process group, wait ``grace_s``, then SIGKILL whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_command(
+    ctx: ActionContext,
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+    check: bool = True,
+) -> CommandResult:
+    """Run ``argv`` and stream its merged output into the step log.
+
+    Raises StepTimeout past ``timeout_s`` (process group killed) and, with ``check``, StepFailed
+    on a non-zero exit, classified transient or deterministic from its output.
+    """
+    command = " ".join(argv)
+    full_env = {**os.environ, **(env or {})}
+    ctx.log(f"$ {command}")
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group, so a timeout kills children too
+        )
+    except FileNotFoundError:
+        raise StepFailed(
+            f"command not found: {argv[0]}",
+            detail=FailureDetail(command=command, exit_code=127, log_path=str(ctx.log_path)),
+            hint="Install it or fix the step's `run` argv.",
+        ) from None
+    except PermissionError:
+        raise StepFailed(
+            f"command not executable: {argv[0]}",
+            detail=FailureDetail(command=command, exit_code=126, log_path=str(ctx.log_path)),
+            hint="Check the file's permissions.",
+        ) from None
+
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    deadline = started + timeout_s if timeout_s else None
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buffer = b""
+    timed_out = False
+    eof = False
+    while not eof:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if wait == 0.0:
+            timed_out = True
+            break
+        ready = sel.select(timeout=min(wait, 1.0) if wait is not None else 1.0)
+        if not ready and proc.poll() is not None:
+            break  # exited; a detached grandchild may still hold the pipe open
+        for _key, _ in ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                eof = True
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                tail.append(line)
+                ctx.log(line)
+    sel.close()
+    if buffer:
+        line = buffer.decode("utf-8", "replace")
+        tail.append(line)
+        ctx.log(line)
+    if timed_out:
+        _terminate_group(proc, grace_s)
+        proc.stdout.close()
+        raise StepTimeout(
+            f"timed out after {timeout_s:g}s: {command}",
+            detail=FailureDetail(
+                command=command,
+                exit_code=proc.returncode,
+                stderr_tail="\n".join(tail),
+                log_path=str(ctx.log_path),
+            ),
+            hint="Raise the step's `timeout` or find out why it hangs (see the step log).",
+        )
+    # Output closed: the main process is exiting; reap it (children in its group may linger).
+    exit_code = proc.wait()
+    proc.stdout.close()
+    result = CommandResult(tuple(argv), exit_code, "\n".join(tail), time.monotonic() - started)
+    ctx.log(f"exit {exit_code} after {result.duration_s:.2f}s")
+    if check and exit_code != 0:
+        raise StepFailed(
+            f"exit {exit_code}: {command}",
+            transient=classify(result.tail, exit_code=exit_code) is FailureClass.TRANSIENT,
+            detail=FailureDetail(
+                command=command,
+                exit_code=exit_code,
+                stderr_tail=result.tail,
+                log_path=str(ctx.log_path),
+            ),
+            hint=f"See {ctx.log_path}.",
+        )
+    return result
