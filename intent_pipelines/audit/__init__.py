@@ -1,0 +1,1 @@
+"""The audit chain: record format and hashing (record), appended through the state store."""

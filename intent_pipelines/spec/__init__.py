@@ -1,0 +1,1 @@
+"""Intent files: the schema (models) and loading with file:line errors (loader)."""

@@ -1,0 +1,365 @@
+"""Load intent files: YAML with line numbers, schema validation, and the cross-field checks."""
+
+import difflib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import TemplateSyntaxError
+from pydantic import ValidationError
+
+from intent_pipelines.actions import registry
+from intent_pipelines.errors import SpecError, UnknownIntentError
+from intent_pipelines.rendering import NAMESPACES, references
+from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "intents"
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class LoadedIntent:
+    """A validated intent with where it came from and the exact bytes it was read from."""
+
+    spec: IntentSpec
+    path: Path
+    content: str
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of the intent file, recorded with every request."""
+        return hashlib.sha256(self.content.encode("utf-8")).hexdigest()
+
+
+class _LineMap:
+    """Line numbers of every node in a YAML document, by path; duplicate keys are refused."""
+
+    def __init__(self, text: str, path: str) -> None:
+        self.lines: dict[Path_, int] = {}
+        self.path = path
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark else None
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise SpecError(f"not valid YAML: {problem}", path=path, line=line,
+                            hint="Fix the YAML syntax (indentation, quotes, colons).") from None
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, at: Path_) -> None:
+        self.lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                name = str(key.value)
+                if name in seen:
+                    raise SpecError(f"duplicate key {name!r}", path=self.path,
+                                    line=key.start_mark.line + 1, field_path=_dotted(at),
+                                    hint="Remove one of them.")
+                seen.add(name)
+                self._walk(value, (*at, name))
+                self.lines[(*at, name)] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*at, index))
+
+    def line(self, at: Path_) -> int | None:
+        """The line of the deepest known node on ``at``."""
+        for end in range(len(at), -1, -1):
+            if at[:end] in self.lines:
+                return self.lines[at[:end]]
+        return None
+
+    def error(self, message: str, at: Path_, hint: str) -> SpecError:
+        return SpecError(message, path=self.path, line=self.line(at), field_path=_dotted(at), hint=hint)
+
+
+def _dotted(at: Path_) -> str:
+    out = ""
+    for part in at:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _validation_hint(kind: str) -> str:
+    if kind == "extra_forbidden":
+        return "Remove it or check the spelling against docs/guides/intent-system-user-guide.md."
+    if kind == "missing":
+        return "Add it."
+    return "Fix the value."
+
+
+def parse_intent(text: str, path: str = "<string>") -> IntentSpec:
+    """Parse and fully validate one intent file's text; raise SpecError with file:line:field."""
+    lines = _LineMap(text, path)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise SpecError("an intent file must be a YAML mapping with name, summary and steps",
+                        path=path, line=1, hint="See the bundled intents for examples.")
+    try:
+        spec = IntentSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        at = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = f"unknown key {at[-1]!r}" if at else "unknown key"
+        raise lines.error(message, at, _validation_hint(first["type"])) from None
+    _check_graph(spec, lines)
+    _check_actions(spec, lines)
+    _check_templates(spec, lines)
+    return spec
+
+
+def _check_graph(spec: IntentSpec, lines: _LineMap) -> None:
+    ids: dict[str, int] = {}
+    for index, step in enumerate(spec.steps):
+        if step.id in ids:
+            raise lines.error(f"duplicate step id {step.id!r} (also steps[{ids[step.id]}])",
+                              ("steps", index, "id"), "Give every step a unique id.")
+        ids[step.id] = index
+    for index, step in enumerate(spec.steps):
+        for need_index, need in enumerate(step.needs):
+            if need not in ids:
+                raise lines.error(f"needs unknown step {need!r}", ("steps", index, "needs", need_index),
+                                  f"Known steps: {', '.join(ids)}.")
+            if need == step.id:
+                raise lines.error("a step cannot need itself", ("steps", index, "needs", need_index),
+                                  "Remove it from `needs`.")
+    cycle = find_cycle({s.id: list(s.needs) for s in spec.steps})
+    if cycle:
+        raise lines.error(f"steps form a cycle: {' -> '.join(cycle)}", ("steps", ids[cycle[0]], "needs"),
+                          "Break the cycle by removing one of these `needs`.")
+    check_ids = [c.id for c in spec.verify]
+    duplicates = {c for c in check_ids if check_ids.count(c) > 1}
+    if duplicates:
+        raise lines.error(f"duplicate verify id {sorted(duplicates)[0]!r}", ("verify",),
+                          "Give every check a unique id.")
+
+
+def find_cycle(needs: dict[str, list[str]]) -> list[str]:
+    """Return one cycle as [a, b, ..., a], or [] when the graph is acyclic."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in needs.get(node, []):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in needs:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def _calls(spec: IntentSpec) -> Iterator[tuple[Path_, ActionCall]]:
+    for index, step in enumerate(spec.steps):
+        yield ("steps", index), step
+        if step.rollback is not None:
+            yield ("steps", index, "rollback"), step.rollback
+    for index, check in enumerate(spec.verify):
+        yield ("verify", index), check
+
+
+def _check_actions(spec: IntentSpec, lines: _LineMap) -> None:
+    actions = registry()
+    for at, call in _calls(spec):
+        if call.uses is None:
+            continue
+        if call.uses not in actions:
+            raise lines.error(f"unknown action {call.uses!r}", (*at, "uses"),
+                              f"Use one of: {', '.join(sorted(actions))}; or `run` a command.")
+        fields = actions[call.uses].input_model.model_fields
+        for key in call.with_:
+            if key not in fields:
+                raise lines.error(f"action {call.uses} has no input {key!r}", (*at, "with", key),
+                                  f"Its inputs are: {', '.join(fields)}.")
+        for name, info in fields.items():
+            if info.is_required() and name not in call.with_:
+                raise lines.error(f"action {call.uses} needs input {name!r}", (*at, "with"),
+                                  f"Add `{name}:` under `with`.")
+
+
+def _strings(value: Any, at: Path_) -> Iterator[tuple[Path_, str]]:
+    if isinstance(value, str):
+        yield at, value
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*at, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*at, key))
+
+
+def _ancestors(spec: IntentSpec) -> dict[str, set[str]]:
+    needs = {s.id: s.needs for s in spec.steps}
+    memo: dict[str, set[str]] = {}
+
+    def up(step_id: str) -> set[str]:
+        if step_id not in memo:
+            memo[step_id] = set()
+            for parent in needs[step_id]:
+                memo[step_id] |= {parent} | up(parent)
+        return memo[step_id]
+
+    return {s: up(s) for s in needs}
+
+
+def _template_sites(spec: IntentSpec) -> Iterator[tuple[Path_, str, bool, set[str] | None]]:
+    """(path, text, is_expression, steps it may read: None = all, set() = none)."""
+    ancestors = _ancestors(spec)
+    all_steps = {s.id for s in spec.steps}
+    for name, capture in spec.context.items():
+        for at, text in _strings(capture.run, ("context", name, "run")):
+            yield at, text, False, set()
+    policy = spec.policy
+    if policy.lock:
+        yield ("policy", "lock"), policy.lock, False, set()
+    if isinstance(policy.confirm, str):
+        yield ("policy", "confirm"), policy.confirm, True, set()
+    for index, rule in enumerate(policy.deny):
+        yield ("policy", "deny", index, "when"), rule.when, True, set()
+    for index, step in enumerate(spec.steps):
+        readable = ancestors[step.id]
+        yield from _call_sites(("steps", index), step, readable)
+        if step.when:
+            yield ("steps", index, "when"), step.when, True, readable
+        if step.rollback is not None:
+            yield from _call_sites(("steps", index, "rollback"), step.rollback, readable | {step.id})
+    for index, check in enumerate(spec.verify):
+        yield from _call_sites(("verify", index), check, all_steps)
+
+
+def _call_sites(at: Path_, call: ActionCall, readable: set[str]) -> Iterator[tuple[Path_, str, bool, set[str]]]:
+    for where, text in [*_strings(call.run, (*at, "run")), *_strings(call.with_, (*at, "with")),
+                        *_strings(call.env, (*at, "env")), *_strings(call.cwd, (*at, "cwd"))]:
+        yield where, text, False, readable
+
+
+def _check_templates(spec: IntentSpec, lines: _LineMap) -> None:
+    for at, text, is_expression, readable in _template_sites(spec):
+        try:
+            refs = list(references(text, expression=is_expression))
+        except TemplateSyntaxError as exc:
+            raise lines.error(f"template syntax error: {exc.message}", at,
+                              "Fix the {{ }} expression.") from None
+        for namespace, attr in refs:
+            problem = _reference_problem(spec, namespace, attr, readable)
+            if problem:
+                raise lines.error(f"{problem} in {text!r}", at, _reference_hint(spec, namespace))
+
+
+def _reference_problem(spec: IntentSpec, namespace: str, attr: str | None,
+                       readable: set[str] | None) -> str:
+    if namespace not in NAMESPACES:
+        return f"unknown name {namespace!r}"
+    if attr is None:
+        return ""
+    if namespace == "params" and attr not in spec.params:
+        return f"undefined param {attr!r}"
+    if namespace == "context" and attr not in spec.context:
+        return f"undefined context value {attr!r}"
+    if namespace == "steps":
+        if attr not in {s.id for s in spec.steps}:
+            return f"undefined step {attr!r}"
+        if readable is not None and attr not in readable:
+            return f"step {attr!r} is not upstream here (add it to `needs`)"
+    if namespace == "app" and "app" not in spec.params:
+        return "`app` is used but the intent has no `app` param"
+    return ""
+
+
+def _reference_hint(spec: IntentSpec, namespace: str) -> str:
+    if namespace == "params":
+        return f"Declared params: {', '.join(spec.params) or 'none'}."
+    if namespace == "steps":
+        return f"Steps: {', '.join(s.id for s in spec.steps)}."
+    if namespace == "context":
+        return f"Declared context: {', '.join(spec.context) or 'none'}."
+    return f"Templates may use: {', '.join(NAMESPACES)}."
+
+
+def load_intent_file(path: Path) -> LoadedIntent:
+    """Read and validate one intent file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", path=str(path), hint="Check the path.") from None
+    except UnicodeDecodeError:
+        raise SpecError("not UTF-8 text", path=str(path), hint="Save the file as UTF-8.") from None
+    return LoadedIntent(parse_intent(text, str(path)), path, text)
+
+
+def intent_dirs() -> list[Path]:
+    """User directories from INTENTS_PATH (os.pathsep-separated) first, then the bundled intents."""
+    user = [Path(p).expanduser() for p in os.environ.get("INTENTS_PATH", "").split(os.pathsep) if p]
+    return [*user, BUNDLED_DIR]
+
+
+def intent_files(dirs: list[Path]) -> list[Path]:
+    """Every *.yaml / *.yml under the directories (not recursive), in a stable order."""
+    files: list[Path] = []
+    for directory in dirs:
+        if directory.is_dir():
+            files += sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    return files
+
+
+class IntentCatalog:
+    """All intents visible to this process; a user intent may override a bundled one by name."""
+
+    def __init__(self, intents: dict[str, LoadedIntent]) -> None:
+        self.intents = intents
+        self.aliases = {a: name for name, li in intents.items() for a in li.spec.aliases}
+
+    @classmethod
+    def discover(cls, dirs: list[Path] | None = None) -> "IntentCatalog":
+        """Load every intent file; the first definition of a name wins, duplicates among user files fail."""
+        intents: dict[str, LoadedIntent] = {}
+        for path in intent_files(dirs if dirs is not None else intent_dirs()):
+            loaded = load_intent_file(path)
+            name = loaded.spec.name
+            if name in intents:
+                earlier = intents[name].path
+                if earlier.parent != BUNDLED_DIR and path.parent != BUNDLED_DIR:
+                    raise SpecError(f"intent {name!r} is also defined in {earlier}", path=str(path),
+                                    line=1, field_path="name", hint="Rename one of them.")
+                continue
+            intents[name] = loaded
+        return cls(intents)
+
+    def get(self, name: str) -> LoadedIntent:
+        """Look an intent up by name, job name or alias."""
+        key = self.aliases.get(name, name).replace("_", "-")
+        if key in self.intents:
+            return self.intents[key]
+        close = difflib.get_close_matches(name, [*self.intents, *self.aliases], n=1)
+        hint = f"Did you mean {close[0]!r}?" if close else "Run `intent list` to see them."
+        raise UnknownIntentError(f"no intent named {name!r}", hint=hint)
+
+    def __iter__(self) -> Iterator[LoadedIntent]:
+        return iter(self.intents[name] for name in sorted(self.intents))
+
+
+def step_by_id(spec: IntentSpec) -> dict[str, StepSpec]:
+    """Steps keyed by id."""
+    return {s.id: s for s in spec.steps}

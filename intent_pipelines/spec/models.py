@@ -1,0 +1,199 @@
+"""The intent file schema: IntentSpec and its parts, validated by pydantic with unknown keys refused."""
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from intent_pipelines.retries import Backoff, RetryOn
+
+NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+STEP_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
+PARAM_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+RESERVED_PARAMS = frozenset({"dry_run", "confirm", "reason"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ParamType = Literal["string", "integer", "number", "boolean", "list"]
+
+
+class ParamSpec(_Strict):
+    """One parameter: its type, whether it is required, and the constraints its value must meet."""
+
+    type: ParamType = "string"
+    required: bool = False
+    default: Any = None
+    enum: list[Any] | None = None
+    pattern: str | None = None
+    min: float | None = None
+    max: float | None = None
+    secret: bool = False
+    env: str | None = Field(
+        default=None, description="environment variable a secret param is read from at run time"
+    )
+    help: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ParamSpec":
+        if self.required and self.default is not None:
+            raise ValueError("a param cannot be both required and have a default")
+        if self.secret and self.default is not None:
+            raise ValueError("a secret param cannot have a default: secrets never live in files")
+        if self.pattern is not None and self.type != "string":
+            raise ValueError("pattern applies only to string params")
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "number"):
+            raise ValueError("min/max apply only to integer and number params")
+        return self
+
+
+class ContextCapture(_Strict):
+    """A command run once at preflight whose trimmed output is recorded (e.g. a git sha)."""
+
+    run: list[str] = Field(min_length=1)
+    timeout: float = Field(default=30, gt=0)
+    optional: bool = Field(default=False, description="record '' instead of failing when it fails")
+
+
+class DenyRule(_Strict):
+    """Refuse the request when ``when`` holds, telling the operator ``reason``."""
+
+    when: str
+    reason: str = Field(min_length=1)
+
+
+class PolicySpec(_Strict):
+    """Guard rails evaluated before anything runs."""
+
+    confirm: str | bool = False
+    lock: str | None = Field(default=None, description="template of the lock target, e.g. app:{{ params.app }}")
+    lock_wait: float = Field(default=0, ge=0, description="seconds to wait for a held lock; 0 fails fast")
+    timeout: float | None = Field(default=None, gt=0, description="max runtime of the whole request, seconds")
+    deny: list[DenyRule] = Field(default_factory=list)
+
+
+class RetrySpec(_Strict):
+    """How a step retries: attempts in total, exponential backoff with jitter, and on what."""
+
+    attempts: int = Field(default=1, ge=1, le=20)
+    delay: float = Field(default=1.0, ge=0)
+    backoff: float = Field(default=2.0, ge=1)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    on: RetryOn = RetryOn.TRANSIENT
+
+    def backoff_policy(self) -> Backoff:
+        """The Backoff these settings describe."""
+        return Backoff(delay_s=self.delay, factor=self.backoff, jitter=self.jitter)
+
+
+class ActionCall(_Strict):
+    """Either an argv (``run``), a shell string (``run`` + ``shell: true``) or an action (``uses``)."""
+
+    run: list[str] | str | None = None
+    shell: bool = False
+    uses: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ActionCall":
+        if (self.run is None) == (self.uses is None):
+            raise ValueError("give exactly one of `run` (a command) or `uses` (an action)")
+        if isinstance(self.run, str) and not self.shell:
+            raise ValueError(
+                "`run` is a string but `shell: true` is not set; write `run` as an argv list "
+                "(preferred) or add `shell: true`"
+            )
+        if isinstance(self.run, list) and not self.run:
+            raise ValueError("`run` is an empty list; give the command and its arguments")
+        if self.shell and not isinstance(self.run, str):
+            raise ValueError("`shell: true` needs `run` to be a single string")
+        if self.with_ and self.uses is None:
+            raise ValueError("`with` applies only to `uses` actions")
+        return self
+
+
+class RollbackSpec(ActionCall):
+    """What undoes a completed step."""
+
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class StepSpec(ActionCall):
+    """One step of an intent: a node of the DAG."""
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    name: str = ""
+    needs: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(default=None, gt=0, description="seconds")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    pool: str | None = None
+    when: str | None = None
+    rollback: RollbackSpec | None = None
+
+
+class VerifyCheck(ActionCall):
+    """A check run after the steps; a failing check fails (and rolls back) the request."""
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class IntentSpec(_Strict):
+    """A whole intent file."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    summary: str = Field(min_length=1)
+    version: int | str = 1
+    aliases: list[str] = Field(default_factory=list)
+    description: str = ""
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    context: dict[str, ContextCapture] = Field(default_factory=dict)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    steps: list[StepSpec] = Field(min_length=1)
+    verify: list[VerifyCheck] = Field(default_factory=list)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_are_names(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not re.match(NAME_PATTERN, alias):
+                raise ValueError(f"alias {alias!r} must be lowercase words joined by '-'")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        for name in value:
+            if not re.match(PARAM_NAME_PATTERN, name):
+                raise ValueError(f"param name {name!r} must match {PARAM_NAME_PATTERN}")
+            if name in RESERVED_PARAMS:
+                raise ValueError(f"param name {name!r} is reserved for the launchpad; rename it")
+        return value
+
+    @property
+    def job_name(self) -> str:
+        """The Dagster job name: snake_case of the intent name."""
+        return self.name.replace("-", "_")
+
+    def step(self, step_id: str) -> StepSpec:
+        """The step with this id."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)

@@ -1,0 +1,76 @@
+"""Tables of the state store; created automatically on first use."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("v", sa.Integer, nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("prev", sa.LargeBinary(32), nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("intent", sa.String(128), nullable=False, index=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("phase", sa.String(128), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("context", sa.JSON, nullable=False),
+    sa.Column("plan_hash", sa.String(64), nullable=False),
+    sa.Column("intent_sha256", sa.String(64), nullable=False),
+    sa.Column("lock_key", sa.String(256)),
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("who", sa.String(128), nullable=False, default=""),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+step_states = sa.Table(
+    "step_states",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("step_id", sa.String(128), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    # Increments across the request, so rollback can undo in reverse completion order.
+    sa.Column("completed_order", sa.Integer),
+)
+
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+intent_files = sa.Table(
+    "intent_files",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+)

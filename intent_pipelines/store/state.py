@@ -1,0 +1,291 @@
+"""StateStore: the one place runtime state lives; SQLite by default, PostgreSQL by URL."""
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from intent_pipelines.audit.record import FORMAT_VERSION, GENESIS_PREV, AuditRecord, canonical_body, record_hash
+from intent_pipelines.errors import LockBusy, StoreError
+from intent_pipelines.status import RequestStatus, StepStatus
+from intent_pipelines.store import schema
+
+# Postgres advisory-lock key that serializes audit appends across hosts.
+_AUDIT_LOCK_KEY = 0x1A7E_17A0
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock lease, and until when."""
+
+    key: str
+    request_id: str
+    run_id: str
+    host: str
+    pid: int
+    acquired_at: float
+    expires_at: float
+
+    def describe(self) -> str:
+        return (f"request {self.request_id} (run {self.run_id}, pid {self.pid} on {self.host}, "
+                f"lease expires in {max(0, self.expires_at - time.time()):.0f}s)")
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Autocommit at the driver level so our BEGIN IMMEDIATE below is the transaction.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # Take the write lock up front: read-then-write transactions (audit append, lock
+            # acquire) must not interleave between processes.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def now_iso() -> str:
+    """UTC timestamp with milliseconds, as written into audit records."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StateStore:
+    """Requests, steps, locks, step outputs, stored intent files and the audit chain."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _make_engine(url)
+            schema.metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the state store at {self._safe_url()}: {exc.__class__.__name__}",
+                             hint="Check INTENT_STORE_URL / INTENT_HOME and that the database is up.") from None
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    def _safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def _begin(self) -> Any:
+        return self.engine.begin()
+
+    # --- audit chain ---------------------------------------------------------------------------
+
+    def append_audit(self, kind: str, *, request_id: str, run_id: str, body: dict[str, Any]) -> AuditRecord:
+        """Append one record to the global chain; serialized across threads, processes and hosts."""
+        payload = canonical_body({"kind": kind, "request_id": request_id, "run_id": run_id, **body})
+        with self._begin() as conn:
+            if self.is_postgres:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_KEY})
+            head = conn.execute(
+                sa.select(schema.audit_events.c.seq, schema.audit_events.c.hash)
+                .order_by(schema.audit_events.c.seq.desc()).limit(1)
+            ).first()
+            seq = head.seq + 1 if head else 0
+            prev = bytes(head.hash) if head else GENESIS_PREV
+            record = AuditRecord(FORMAT_VERSION, seq, now_iso(), request_id, run_id, kind, prev,
+                                 record_hash(seq, prev, payload), payload)
+            conn.execute(schema.audit_events.insert().values(
+                seq=seq, v=record.v, ts=record.ts, request_id=request_id, run_id=run_id, kind=kind,
+                prev=prev, hash=record.hash, body=payload))
+        return record
+
+    def audit_records(self, *, request_id: str | None = None, after_seq: int = -1) -> Iterator[AuditRecord]:
+        """Records in chain order, optionally of one request."""
+        table = schema.audit_events
+        query = sa.select(table).where(table.c.seq > after_seq).order_by(table.c.seq)
+        if request_id:
+            query = query.where(table.c.request_id == request_id)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield AuditRecord(row.v, row.seq, row.ts, row.request_id, row.run_id, row.kind,
+                                  bytes(row.prev), bytes(row.hash), bytes(row.body))
+
+    # --- intent files --------------------------------------------------------------------------
+
+    def put_intent_file(self, sha256: str, name: str, content: str) -> None:
+        """Keep the exact intent file a request ran, so it can be shown or replayed later."""
+        with self._begin() as conn:
+            exists = conn.execute(sa.select(schema.intent_files.c.sha256)
+                                  .where(schema.intent_files.c.sha256 == sha256)).first()
+            if not exists:
+                conn.execute(schema.intent_files.insert().values(sha256=sha256, name=name, content=content))
+
+    def intent_file(self, sha256: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(schema.intent_files.c.content)
+                               .where(schema.intent_files.c.sha256 == sha256)).first()
+        return row.content if row else None
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def create_request(self, *, request_id: str, intent: str, run_id: str, params: dict[str, Any],
+                       context: dict[str, str], plan_hash: str, intent_sha256: str,
+                       lock_key: str | None, dry_run: bool, reason: str, who: str) -> bool:
+        """Insert the request row; returns False when it already exists (a re-executed preflight)."""
+        now = time.time()
+        with self._begin() as conn:
+            if conn.execute(sa.select(schema.requests.c.request_id)
+                            .where(schema.requests.c.request_id == request_id)).first():
+                return False
+            conn.execute(schema.requests.insert().values(
+                request_id=request_id, intent=intent, status=RequestStatus.RUNNING.value,
+                phase="PREFLIGHT", run_id=run_id, params=params, context=context, plan_hash=plan_hash,
+                intent_sha256=intent_sha256, lock_key=lock_key, dry_run=dry_run, reason=reason,
+                who=who, error="", started_at=now, updated_at=now))
+        return True
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(schema.requests)
+                               .where(schema.requests.c.request_id == request_id)).first()
+        return dict(row._mapping) if row else None
+
+    def recent_requests(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.requests)
+                                .order_by(schema.requests.c.started_at.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def update_request(self, request_id: str, *, status: RequestStatus | None = None,
+                       phase: str | None = None, run_id: str | None = None, error: str | None = None) -> None:
+        values: dict[str, Any] = {"updated_at": time.time()}
+        if status is not None:
+            values["status"] = status.value
+            values["ended_at"] = time.time() if status.final else None
+        if phase is not None:
+            values["phase"] = phase
+        if run_id is not None:
+            values["run_id"] = run_id
+        if error is not None:
+            values["error"] = error
+        with self._begin() as conn:
+            conn.execute(schema.requests.update()
+                         .where(schema.requests.c.request_id == request_id).values(**values))
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def step_state(self, request_id: str, step_id: str) -> dict[str, Any] | None:
+        table = schema.step_states
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.request_id == request_id,
+                                                      table.c.step_id == step_id)).first()
+        return dict(row._mapping) if row else None
+
+    def set_step(self, request_id: str, step_id: str, status: StepStatus, *, run_id: str,
+                 attempt: int = 1, outputs: dict[str, Any] | None = None) -> None:
+        """Upsert a step's state; a step that succeeds gets the next completion number."""
+        table = schema.step_states
+        now = time.time()
+        with self._begin() as conn:
+            existing = conn.execute(sa.select(table).where(table.c.request_id == request_id,
+                                                           table.c.step_id == step_id)).first()
+            values: dict[str, Any] = {"status": status.value, "run_id": run_id, "attempt": attempt}
+            if outputs is not None:
+                values["outputs"] = outputs
+            if status is StepStatus.RUNNING:
+                values["started_at"] = now
+            else:
+                values["ended_at"] = now
+            if status is StepStatus.SUCCEEDED:
+                top = conn.execute(sa.select(sa.func.max(table.c.completed_order))
+                                   .where(table.c.request_id == request_id)).scalar()
+                values["completed_order"] = (top or 0) + 1
+            if existing:
+                conn.execute(table.update().where(table.c.request_id == request_id,
+                                                  table.c.step_id == step_id).values(**values))
+            else:
+                values.setdefault("outputs", {})
+                conn.execute(table.insert().values(request_id=request_id, step_id=step_id, **values))
+
+    def steps(self, request_id: str) -> list[dict[str, Any]]:
+        """Every step state of a request, in completion order (unfinished last)."""
+        table = schema.step_states
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(table).where(table.c.request_id == request_id))
+            found = [dict(r._mapping) for r in rows]
+        return sorted(found, key=lambda r: (r["completed_order"] is None, r["completed_order"] or 0,
+                                            r["started_at"] or 0))
+
+    def outputs(self, request_id: str) -> dict[str, dict[str, Any]]:
+        """Outputs of the request's finished steps, by step id, for templates."""
+        return {s["step_id"]: s["outputs"] for s in self.steps(request_id)
+                if s["status"] == StepStatus.SUCCEEDED.value}
+
+    # --- locks ---------------------------------------------------------------------------------
+
+    def acquire_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float,
+                     wait_s: float = 0.0, poll_s: float = 0.5) -> None:
+        """Take (or re-take, for the same request) the lease on ``key``; LockBusy names the holder."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            holder = self._try_lock(key, request_id=request_id, run_id=run_id, ttl_s=ttl_s)
+            if holder is None:
+                return
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"{key} is held by {holder.describe()}",
+                               hint="Wait for it to finish, raise policy.lock_wait, or see `intent status`.")
+            time.sleep(poll_s)
+
+    def _try_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float) -> LockHolder | None:
+        now = time.time()
+        table = schema.locks
+        with self._begin() as conn:
+            query = sa.select(table).where(table.c.key == key)
+            if self.is_postgres:
+                query = query.with_for_update()
+            row = conn.execute(query).first()
+            if row and row.request_id != request_id and row.expires_at > now:
+                return LockHolder(**dict(row._mapping))
+            values = {"request_id": request_id, "run_id": run_id, "host": socket.gethostname(),
+                      "pid": os.getpid(), "acquired_at": now, "expires_at": now + ttl_s}
+            if row:
+                conn.execute(table.update().where(table.c.key == key).values(**values))
+            else:
+                conn.execute(table.insert().values(key=key, **values))
+        return None
+
+    def renew_lock(self, key: str, *, request_id: str, ttl_s: float) -> bool:
+        """Extend our lease; False when we no longer hold it."""
+        table = schema.locks
+        with self._begin() as conn:
+            result = conn.execute(table.update()
+                                  .where(table.c.key == key, table.c.request_id == request_id)
+                                  .values(expires_at=time.time() + ttl_s))
+        return result.rowcount == 1
+
+    def release_lock(self, key: str, *, request_id: str) -> bool:
+        """Release our lease; False when we did not hold it."""
+        table = schema.locks
+        with self._begin() as conn:
+            result = conn.execute(table.delete().where(table.c.key == key,
+                                                       table.c.request_id == request_id))
+        return result.rowcount == 1
+
+    def lock_holder(self, key: str) -> LockHolder | None:
+        table = schema.locks
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.key == key)).first()
+        return LockHolder(**dict(row._mapping)) if row else None
+
+    def locks(self) -> list[LockHolder]:
+        with self.engine.connect() as conn:
+            return [LockHolder(**dict(r._mapping)) for r in conn.execute(sa.select(schema.locks))]
