@@ -26,6 +26,7 @@ class CommandResult:
     exit_code: int
     tail: str
     duration_s: float
+    output: str = ""  # the full output, only when run with ``capture=True``
 
 
 def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -54,8 +55,12 @@ def run_command(
     timeout_s: float | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     check: bool = True,
+    capture: bool = False,
 ) -> CommandResult:
     """Run ``argv`` and stream its merged output into the step log.
+
+    With ``capture`` the output is data to parse (JSON, a sha, log lines): it is returned whole in
+    ``result.output`` instead of being copied line by line into the step log.
 
     Raises StepTimeout past ``timeout_s`` (process group killed) and, with ``check``, StepFailed
     on a non-zero exit, classified transient or deterministic from its output.
@@ -88,6 +93,8 @@ def run_command(
         ) from None
 
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    captured: list[str] = []
+    sink = captured.append if capture else ctx.log
     deadline = started + timeout_s if timeout_s else None
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
@@ -113,12 +120,12 @@ def run_command(
             for raw in lines:
                 line = raw.decode("utf-8", "replace")
                 tail.append(line)
-                ctx.log(line)
+                sink(line)
     sel.close()
     if buffer:
         line = buffer.decode("utf-8", "replace")
         tail.append(line)
-        ctx.log(line)
+        sink(line)
     if timed_out:
         _terminate_group(proc, grace_s)
         proc.stdout.close()
@@ -135,7 +142,9 @@ def run_command(
     # Output closed: the main process is exiting; reap it (children in its group may linger).
     exit_code = proc.wait()
     proc.stdout.close()
-    result = CommandResult(tuple(argv), exit_code, "\n".join(tail), time.monotonic() - started)
+    result = CommandResult(
+        tuple(argv), exit_code, "\n".join(tail), time.monotonic() - started, "\n".join(captured)
+    )
     ctx.log(f"exit {exit_code} after {result.duration_s:.2f}s")
     if check and exit_code != 0:
         raise StepFailed(
