@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from intent_pipelines.actions import registry
 from intent_pipelines.errors import SpecError, UnknownIntentError
-from intent_pipelines.rendering import NAMESPACES, references
+from intent_pipelines.rendering import NAMESPACES, is_template, references
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "intents"
@@ -114,6 +114,7 @@ def parse_intent(text: str, path: str = "<string>") -> IntentSpec:
         raise lines.error(message, at, _validation_hint(first["type"])) from None
     _check_graph(spec, lines)
     _check_actions(spec, lines)
+    _check_shell_argv(spec, lines)
     _check_templates(spec, lines)
     return spec
 
@@ -255,6 +256,22 @@ def _call_sites(at: Path_, call: ActionCall, readable: set[str]) -> Iterator[tup
         yield where, text, False, readable
 
 
+_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "/bin/sh", "/bin/bash", "/usr/bin/bash", "/usr/bin/env"})
+
+
+def _check_shell_argv(spec: IntentSpec, lines: _LineMap) -> None:
+    """Refuse `run: [sh, -c, "...{{ x }}..."]`: values would reach the shell unquoted."""
+    for at, call in _calls(spec):
+        argv = call.run if isinstance(call.run, list) else []
+        if len(argv) >= 3 and argv[0] in _SHELLS and "-c" in argv[1:3]:
+            script_index = argv.index("-c") + 1
+            if script_index < len(argv) and is_template(argv[script_index]):
+                raise lines.error(
+                    "a shell script in an argv interpolates templates unquoted",
+                    (*at, "run", script_index),
+                    "Write `run` as one string with `shell: true` so every value is shell-quoted.")
+
+
 def _check_templates(spec: IntentSpec, lines: _LineMap) -> None:
     for at, text, is_expression, readable in _template_sites(spec):
         try:
@@ -332,17 +349,27 @@ class IntentCatalog:
         self.aliases = {a: name for name, li in intents.items() for a in li.spec.aliases}
 
     @classmethod
-    def discover(cls, dirs: list[Path] | None = None) -> "IntentCatalog":
-        """Load every intent file; the first definition of a name wins, duplicates among user files fail."""
+    def discover(cls, dirs: list[Path] | None = None,
+                 problems: list[SpecError] | None = None) -> "IntentCatalog":
+        """Load every intent file; the first definition of a name wins (user dirs come first).
+
+        Invalid files raise SpecError, or are appended to ``problems`` and skipped when given.
+        """
         intents: dict[str, LoadedIntent] = {}
         for path in intent_files(dirs if dirs is not None else intent_dirs()):
-            loaded = load_intent_file(path)
-            name = loaded.spec.name
-            if name in intents:
-                earlier = intents[name].path
-                if earlier.parent != BUNDLED_DIR and path.parent != BUNDLED_DIR:
-                    raise SpecError(f"intent {name!r} is also defined in {earlier}", path=str(path),
-                                    line=1, field_path="name", hint="Rename one of them.")
+            try:
+                loaded = load_intent_file(path)
+                name = loaded.spec.name
+                if name in intents:
+                    earlier = intents[name].path
+                    if earlier.parent != BUNDLED_DIR and path.parent != BUNDLED_DIR:
+                        raise SpecError(f"intent {name!r} is also defined in {earlier}", path=str(path),
+                                        line=1, field_path="name", hint="Rename one of them.")
+                    continue
+            except SpecError as exc:
+                if problems is None:
+                    raise
+                problems.append(exc)
                 continue
             intents[name] = loaded
         return cls(intents)

@@ -1,0 +1,139 @@
+"""One Dagster job per intent: preflight -> one op per step (ordering-only edges) -> finish."""
+
+from typing import Any
+
+import dagster as dg
+
+from intent_pipelines.dagster_defs.launchpad import PREFLIGHT, launch_config_mapping, preflight_config_schema
+from intent_pipelines.dagster_defs.runtime import IntentRuntime
+from intent_pipelines.engine import LaunchRequest, RetryStep
+from intent_pipelines.errors import IntentError
+from intent_pipelines.plan import dag_levels
+from intent_pipelines.spec.loader import IntentCatalog, LoadedIntent
+from intent_pipelines.spec.models import IntentSpec
+
+FINISH = "finish"
+AFTER = "after"
+RUNTIME_KEY = "intent"
+
+
+def request_id_of(context: dg.OpExecutionContext) -> str:
+    """The request id: the root run id, so re-executions continue the same request."""
+    return context.run.root_run_id or context.run_id
+
+
+def _failure(exc: IntentError) -> dg.Failure:
+    detail = getattr(exc, "detail", None)
+    metadata: dict[str, Any] = {"error": type(exc).__name__, "exit_code": exc.exit_code}
+    if detail is not None:
+        metadata.update({"command": detail.command, "stderr_tail": detail.stderr_tail,
+                         "log_path": detail.log_path})
+        if detail.exit_code is not None:
+            metadata["process_exit_code"] = detail.exit_code
+    return dg.Failure(description=exc.one_line(), metadata=metadata, allow_retries=False)
+
+
+def _preflight_op(loaded: LoadedIntent) -> dg.OpDefinition:
+    spec = loaded.spec
+
+    @dg.op(name=f"{spec.job_name}__{PREFLIGHT}", out=dg.Out(dg.Nothing),
+           config_schema=preflight_config_schema(), required_resource_keys={RUNTIME_KEY},
+           description="Validate params and policy, capture context, record request.start, take the lock.")
+    def preflight(context: dg.OpExecutionContext) -> None:
+        engine = getattr(context.resources, RUNTIME_KEY).engine()
+        cfg = context.op_config
+        launch = LaunchRequest(params=cfg["params"], dry_run=cfg["dry_run"], confirm=cfg["confirm"],
+                               reason=cfg["reason"], who=cfg["who"])
+        request_id = request_id_of(context)
+        try:
+            plan = engine.preflight(loaded, launch, request_id=request_id, run_id=context.run_id)
+        except IntentError as exc:
+            engine.abort_preflight(request_id, context.run_id, exc)
+            raise _failure(exc) from None
+        context.add_output_metadata({"plan_hash": plan.plan_hash, "steps": len(plan.steps),
+                                     "lock": plan.lock or "", "dry_run": launch.dry_run},
+                                    output_name="result")
+
+    return preflight
+
+
+def _step_op(spec: IntentSpec, step_id: str, description: str, pool: str | None) -> dg.OpDefinition:
+    @dg.op(name=f"{spec.job_name}__{step_id}", ins={AFTER: dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
+           required_resource_keys={RUNTIME_KEY}, pool=pool, description=description,
+           tags={"intent/step": step_id})
+    def step(context: dg.OpExecutionContext) -> None:
+        engine = getattr(context.resources, RUNTIME_KEY).engine()
+        try:
+            outputs = engine.run_step(request_id_of(context), step_id, run_id=context.run_id,
+                                      attempt=context.retry_number + 1)
+        except RetryStep as retry:
+            raise dg.RetryRequested(max_retries=retry.max_attempts - 1,
+                                    seconds_to_wait=retry.wait_s) from None
+        except IntentError as exc:
+            raise _failure(exc) from None
+        if outputs:
+            context.add_output_metadata({k: str(v) for k, v in outputs.items()}, output_name="result")
+
+    return step
+
+
+def _finish_op(spec: IntentSpec) -> dg.OpDefinition:
+    @dg.op(name=f"{spec.job_name}__{FINISH}", ins={AFTER: dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
+           required_resource_keys={RUNTIME_KEY},
+           description="Run verify checks, release the lock, record request.complete.")
+    def finish(context: dg.OpExecutionContext) -> None:
+        engine = getattr(context.resources, RUNTIME_KEY).engine()
+        try:
+            status = engine.finish(request_id_of(context), run_id=context.run_id)
+        except IntentError as exc:
+            raise _failure(exc) from None
+        context.add_output_metadata({"status": status.value}, output_name="result")
+
+    return finish
+
+
+def _after(upstream: list[str]) -> dict[str, dg.DependencyDefinition | dg.MultiDependencyDefinition]:
+    deps = [dg.DependencyDefinition(u) for u in upstream]
+    return {AFTER: deps[0] if len(deps) == 1 else dg.MultiDependencyDefinition(deps)}
+
+
+def is_chain(spec: IntentSpec) -> bool:
+    """Whether at most one step can run at a time (then in-process execution costs least)."""
+    levels = dag_levels({s.id: s.needs for s in spec.steps})
+    return len(set(levels.values())) == len(levels)
+
+
+def make_intent_job(loaded: LoadedIntent) -> dg.JobDefinition:
+    """Build the job for one intent."""
+    spec = loaded.spec
+    preflight = _preflight_op(loaded)
+    finish = _finish_op(spec)
+    node_defs: list[dg.NodeDefinition] = [preflight, finish]
+    dependencies: dict[Any, dict[str, dg.DependencyDefinition | dg.MultiDependencyDefinition]] = {
+        dg.NodeInvocation(preflight.name, alias=PREFLIGHT): {}}
+    needed = {n for s in spec.steps for n in s.needs}
+    for step in spec.steps:
+        op_def = _step_op(spec, step.id, step.name or (f"uses {step.uses}" if step.uses else "run a command"), step.pool)
+        node_defs.append(op_def)
+        dependencies[dg.NodeInvocation(op_def.name, alias=step.id)] = _after(step.needs or [PREFLIGHT])
+    sinks = [s.id for s in spec.steps if s.id not in needed]
+    dependencies[dg.NodeInvocation(finish.name, alias=FINISH)] = _after(sinks)
+    graph = dg.GraphDefinition(name=spec.job_name, node_defs=node_defs, dependencies=dependencies,
+                               description=spec.summary)
+    tags: dict[str, str] = {"intent/name": spec.name}
+    if spec.policy.timeout:
+        tags["dagster/max_runtime"] = str(int(spec.policy.timeout))
+    executor = dg.in_process_executor if is_chain(spec) else dg.multiprocess_executor
+    return graph.to_job(
+        name=spec.job_name,
+        description=f"{spec.summary} (intent {spec.name} v{spec.version})",
+        resource_defs={RUNTIME_KEY: IntentRuntime()},
+        config=launch_config_mapping(spec),
+        tags=tags,
+        executor_def=executor,
+    )
+
+
+def job_for(name: str) -> dg.JobDefinition:
+    """Rebuild one intent's job by name: the reconstructor the CLI hands to execute_job."""
+    return make_intent_job(IntentCatalog.discover().get(name))

@@ -1,0 +1,58 @@
+"""The launchpad: a typed Dagster Config per intent, mapped onto the preflight op's config."""
+
+# No `from __future__ import annotations` here: pydantic and Dagster read these annotations at runtime.
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from intent_pipelines.spec.models import IntentSpec, ParamSpec
+
+_PYTHON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool,
+                                 "list": list[str]}
+
+PREFLIGHT = "preflight"
+
+
+def _field(spec: ParamSpec) -> tuple[Any, Any]:
+    kind = _PYTHON_TYPES[spec.type]
+    description = spec.help or None
+    if spec.required:
+        return kind, pydantic.Field(description=description)
+    return kind | None, pydantic.Field(default=spec.default, description=description)
+
+
+def launch_config_class(spec: IntentSpec) -> type[dg.Config]:
+    """A Config class whose fields are the intent's (non-secret) params plus dry_run/confirm/reason."""
+    fields: dict[str, Any] = {name: _field(p) for name, p in spec.params.items() if not p.secret}
+    fields["dry_run"] = (bool, pydantic.Field(default=False, description="plan and log only; change nothing"))
+    fields["confirm"] = (bool, pydantic.Field(default=False, description="confirm a change the policy guards"))
+    fields["reason"] = (str, pydantic.Field(default="", description="why: recorded in the audit log"))
+    model: type[dg.Config] = pydantic.create_model(  # type: ignore[call-overload]
+        f"{spec.job_name}_launch", __base__=dg.Config, **fields)
+    return model
+
+
+def preflight_config_schema() -> dict[str, Any]:
+    """The inner config the mapping produces (and that a raw run config may give directly)."""
+    return {
+        "params": dg.Field(dg.Permissive(), default_value={}),
+        "dry_run": dg.Field(bool, default_value=False),
+        "confirm": dg.Field(bool, default_value=False),
+        "reason": dg.Field(str, default_value=""),
+        "who": dg.Field(str, default_value=""),
+    }
+
+
+def launch_config_mapping(spec: IntentSpec) -> dg.ConfigMapping:
+    """Map the typed launchpad fields onto the preflight op."""
+    config_class = launch_config_class(spec)
+    param_names = [name for name, p in spec.params.items() if not p.secret]
+
+    def to_run_config(config: dict[str, Any]) -> dict[str, Any]:
+        params = {k: config[k] for k in param_names if config.get(k) is not None}
+        return {"ops": {PREFLIGHT: {"config": {
+            "params": params, "dry_run": config["dry_run"], "confirm": config["confirm"],
+            "reason": config["reason"]}}}}
+
+    return dg.ConfigMapping(config_fn=to_run_config, config_schema=config_class.to_config_schema())

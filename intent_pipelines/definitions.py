@@ -1,0 +1,28 @@
+"""The one Definitions the workspace loads: a job per intent, plus the shared runtime resource."""
+
+import logging
+
+import dagster as dg
+
+from intent_pipelines.dagster_defs.jobs import RUNTIME_KEY, make_intent_job
+from intent_pipelines.dagster_defs.runtime import IntentRuntime
+from intent_pipelines.errors import SpecError
+from intent_pipelines.spec.loader import IntentCatalog
+
+_log = logging.getLogger(__name__)
+
+
+def make_definitions() -> dg.Definitions:
+    """Build every intent's job; a broken user intent file is reported and skipped, not fatal."""
+    problems: list[SpecError] = []
+    catalog = IntentCatalog.discover(problems=problems)
+    for problem in problems:
+        # One bad file must not take the whole code location (and every other intent) down.
+        _log.warning("skipping intent file: %s (run `intent validate`)", problem.one_line())
+    return dg.Definitions(
+        jobs=[make_intent_job(loaded) for loaded in catalog],
+        resources={RUNTIME_KEY: IntentRuntime()},
+    )
+
+
+defs = make_definitions()

@@ -1,0 +1,414 @@
+"""Executes a request phase by phase (preflight, steps, finish) against the state store; no Dagster here.
+
+The Dagster layer calls one method per op. Every state change goes through the store and the audit
+chain, so a request can be followed, resumed and proven without Dagster's own run history.
+"""
+
+import getpass
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from intent_pipelines.actions import registry
+from intent_pipelines.actions.base import ActionContext, Outputs
+from intent_pipelines.actions.runner import run_command
+from intent_pipelines.errors import (
+    ConfirmationRequired,
+    IntentError,
+    RollbackFailed,
+    RolledBack,
+    StepFailed,
+    StepTimeout,
+    VerifyFailed,
+)
+from intent_pipelines.fleet import load_fleet
+from intent_pipelines.home import IntentHome
+from intent_pipelines.plan import ExecutionPlan, RenderedCall, build_plan, namespace, render_call
+from intent_pipelines.rendering import evaluate
+from intent_pipelines.retries import FailureClass, RetryOn, should_retry
+from intent_pipelines.spec.loader import LoadedIntent, parse_intent
+from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
+from intent_pipelines.spec.params import redact, resolve_params
+from intent_pipelines.status import RequestStatus, StepStatus
+from intent_pipelines.store import StateStore
+
+LOCK_TTL_S = 60.0
+OUTPUT_FILE_ENV = "INTENT_OUTPUT"
+
+
+def _print_line(prefix: str) -> Callable[[str], None]:
+    def emit(line: str) -> None:
+        print(f"[{prefix}] {line}", flush=True)
+
+    return emit
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What an operator asked for: which intent, with which params, and how."""
+
+    params: Mapping[str, Any]
+    dry_run: bool = False
+    confirm: bool = False
+    reason: str = ""
+    who: str = ""
+
+
+class RetryStep(Exception):
+    """The step failed transiently and should run again after ``wait_s`` seconds."""
+
+    def __init__(self, error: StepFailed, wait_s: float, max_attempts: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.wait_s = wait_s
+        self.max_attempts = max_attempts
+
+
+class _LeaseKeeper:
+    """Renews the request's lock lease in the background while a step runs."""
+
+    def __init__(self, store: StateStore, key: str | None, request_id: str) -> None:
+        self.store, self.key, self.request_id = store, key, request_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(LOCK_TTL_S / 4):
+            assert self.key is not None
+            self.store.renew_lock(self.key, request_id=self.request_id, ttl_s=LOCK_TTL_S)
+
+    def __enter__(self) -> "_LeaseKeeper":
+        if self.key:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class Engine:
+    """Runs the phases of requests for one INTENT_HOME and state store."""
+
+    def __init__(self, home: IntentHome, store: StateStore | None = None) -> None:
+        self.home = home.ensure()
+        self.store = store or StateStore(home.store_url())
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def _app_view(self, spec: IntentSpec, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        if "app" not in spec.params or not params.get("app"):
+            return None
+        fleet_file = self.home.fleet_file
+        app = load_fleet(fleet_file).app(str(params["app"]))
+        view = app.model_dump()
+        if app.source:
+            view["source"] = str(app.source_path(fleet_file))
+        return view
+
+    def capture_context(self, spec: IntentSpec, params: Mapping[str, Any], *, request_id: str,
+                        emit: Callable[[str], None] | None = None) -> dict[str, str]:
+        """Run the intent's context commands once and return their trimmed output."""
+        ns = namespace(params=params, context={}, outputs=None, app=self._app_view(spec, params),
+                       request={"id": request_id}, step_ids=[])
+        values: dict[str, str] = {}
+        for name, capture in spec.context.items():
+            call = render_call(ActionCall(run=capture.run), ns, where=f"context.{name}")
+            ctx = self._action_context(request_id, "_context", emit)
+            try:
+                result = run_command(ctx, call.argv, timeout_s=capture.timeout)
+                values[name] = result.tail.strip().splitlines()[-1] if result.tail.strip() else ""
+            except StepFailed as exc:
+                if not capture.optional:
+                    raise StepFailed(f"context {name!r} could not be captured: {exc.message}",
+                                     detail=exc.detail, hint=exc.hint) from None
+                values[name] = ""
+        return values
+
+    def plan(self, loaded: LoadedIntent, given: Mapping[str, Any], *, request_id: str = "plan",
+             context: Mapping[str, str] | None = None,
+             emit: Callable[[str], None] | None = None) -> tuple[ExecutionPlan, dict[str, Any]]:
+        """Validate params and policy and render the plan; returns (plan, real param values).
+
+        Raises ParamError, FleetError, PolicyDenied or TemplateError before anything runs.
+        """
+        spec = loaded.spec
+        values = resolve_params(spec, given)
+        app = self._app_view(spec, values)
+        if context is None:
+            context = self.capture_context(spec, values, request_id=request_id, emit=emit)
+        shown = redact(spec, values, salt=request_id)
+        plan = build_plan(spec, intent_sha256=loaded.sha256, params=shown, context=dict(context), app=app)
+        return plan, values
+
+    # --- preflight -----------------------------------------------------------------------------
+
+    def preflight(self, loaded: LoadedIntent, launch: LaunchRequest, *, request_id: str,
+                  run_id: str) -> ExecutionPlan:
+        """Validate, plan, record ``request.start`` and take the lock. Idempotent per request."""
+        existing = self.store.request(request_id)
+        emit = _print_line("preflight")
+        plan, _values = self.plan(loaded, launch.params, request_id=request_id,
+                                  context=existing["context"] if existing else None, emit=emit)
+        if plan.confirm_required and not launch.confirm and not launch.dry_run:
+            raise ConfirmationRequired(f"{plan.intent} needs confirmation for these params",
+                                       hint="Review `intent plan`, then pass --confirm (or confirm: true).")
+        who = launch.who or getpass.getuser()
+        created = self.store.create_request(
+            request_id=request_id, intent=plan.intent, run_id=run_id, params=plan.params,
+            context=plan.context, plan_hash=plan.plan_hash, intent_sha256=loaded.sha256,
+            lock_key=plan.lock, dry_run=launch.dry_run, reason=launch.reason, who=who)
+        if created:
+            self.store.put_intent_file(loaded.sha256, plan.intent, loaded.content)
+            self._audit("request.start", request_id, run_id, {
+                "intent": plan.intent, "version": plan.version, "intent_sha256": loaded.sha256,
+                "params": plan.params, "context": plan.context, "plan_hash": plan.plan_hash,
+                "who": who, "reason": launch.reason, "dry_run": launch.dry_run,
+                "confirmed": launch.confirm, "lock": plan.lock})
+        if plan.lock and not launch.dry_run:
+            self._take_lock(plan.lock, request_id, run_id, wait_s=plan.lock_wait_s)
+        emit(f"plan {plan.plan_hash[:12]} for {plan.intent}: {len(plan.steps)} steps"
+             + (" (dry run)" if launch.dry_run else ""))
+        return plan
+
+    def _take_lock(self, key: str, request_id: str, run_id: str, *, wait_s: float) -> None:
+        try:
+            self.store.acquire_lock(key, request_id=request_id, run_id=run_id, ttl_s=LOCK_TTL_S,
+                                    wait_s=wait_s)
+        except IntentError as exc:
+            self._audit("lock.busy", request_id, run_id, {"lock": key, "error": exc.message})
+            self._complete(request_id, run_id, RequestStatus.FAILED, error=exc.one_line())
+            raise
+        self._audit("lock.acquire", request_id, run_id, {"lock": key})
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _request(self, request_id: str) -> dict[str, Any]:
+        row = self.store.request(request_id)
+        if row is None:
+            raise IntentError(f"request {request_id} has no preflight record",
+                              hint="Re-execute the whole run; the preflight step must run first.")
+        return row
+
+    def _spec_of(self, row: Mapping[str, Any]) -> IntentSpec:
+        # The exact file the request started with, so a mid-request edit can't change what runs.
+        content = self.store.intent_file(row["intent_sha256"])
+        if content is None:
+            raise IntentError(f"intent file {row['intent_sha256'][:12]} of request "
+                              f"{row['request_id']} is missing from the store",
+                              hint="Start a new request.")
+        return parse_intent(content, f"<stored {row['intent']}>")
+
+    def _namespace(self, spec: IntentSpec, row: Mapping[str, Any], request_id: str) -> dict[str, Any]:
+        given = {k: v for k, v in row["params"].items() if not spec.params[k].secret}
+        values = resolve_params(spec, given)
+        return namespace(params=values, context=row["context"], outputs=self.store.outputs(request_id),
+                         app=self._app_view(spec, values),
+                         request={"id": request_id, "dry_run": row["dry_run"], "reason": row["reason"]},
+                         step_ids=[s.id for s in spec.steps])
+
+    def _resume_if_needed(self, row: dict[str, Any], run_id: str) -> None:
+        """A re-execution of a failed request continues it: re-open it and re-take its lock."""
+        if row["status"] == RequestStatus.RUNNING.value:
+            if row["run_id"] != run_id:
+                self.store.update_request(row["request_id"], run_id=run_id)
+            return
+        if row["status"] in (RequestStatus.ROLLED_BACK.value, RequestStatus.ROLLBACK_FAILED.value):
+            raise IntentError(
+                f"request {row['request_id']} was rolled back; resuming would skip undone steps",
+                hint="Start a new request (a new run of the intent) instead.")
+        if row["status"] != RequestStatus.FAILED.value:
+            raise IntentError(f"request {row['request_id']} already ended {row['status']}",
+                              hint="Start a new request.")
+        if row["lock_key"] and not row["dry_run"]:
+            self._take_lock(row["lock_key"], row["request_id"], run_id, wait_s=0)
+        self.store.update_request(row["request_id"], status=RequestStatus.RUNNING, run_id=run_id,
+                                  error="")
+        self._audit("request.resume", row["request_id"], run_id, {"previous_run_id": row["run_id"]})
+
+    def run_step(self, request_id: str, step_id: str, *, run_id: str, attempt: int = 1) -> Outputs:
+        """Run one step (attempt is 1-based). Raises RetryStep, or the final error after rollback."""
+        row = self._request(request_id)
+        self._resume_if_needed(row, run_id)
+        state = self.store.step_state(request_id, step_id)
+        if state and state["status"] == StepStatus.SUCCEEDED.value:
+            return dict(state["outputs"])  # already done in an earlier run of this request
+        spec = self._spec_of(row)
+        step = spec.step(step_id)
+        ns = self._namespace(spec, row, request_id)
+        emit = _print_line(step_id)
+        ctx = self._action_context(request_id, step_id, emit, dry_run=row["dry_run"], timeout_s=step.timeout)
+        self.store.update_request(request_id, phase=f"STEP {step_id}")
+        if step.when is not None and not evaluate(step.when, ns, where=f"steps.{step_id}.when"):
+            self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
+            self._audit("step.skip", request_id, run_id, {"step": step_id, "reason": "when is false"})
+            emit("skipped: `when` is false")
+            return {}
+        call = render_call(step, ns, where=f"steps.{step_id}")
+        if row["dry_run"]:
+            emit(f"dry run: would {self.preview(call, ctx)}")
+            self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
+            return {}
+        self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
+        self._audit("step.start", request_id, run_id, {"step": step_id, "attempt": attempt,
+                                                       "action": call.describe()})
+        started = time.monotonic()
+        try:
+            with _LeaseKeeper(self.store, row["lock_key"], request_id):
+                outputs = self.execute(call, ctx)
+        except StepFailed as exc:
+            failure = FailureClass.TRANSIENT if exc.transient else FailureClass.DETERMINISTIC
+            retryable = should_retry(step.retry.on, failure) and not _is_timeout_without_retry(exc, step)
+            if retryable and attempt < step.retry.attempts:
+                wait_s = step.retry.backoff_policy().wait_before(attempt)
+                self._audit("step.retry", request_id, run_id, {
+                    "step": step_id, "attempt": attempt, "error": exc.message,
+                    "class": failure.value, "wait_ms": int(wait_s * 1000)})
+                emit(f"attempt {attempt}/{step.retry.attempts} failed ({failure.value}); "
+                     f"retrying in {wait_s:.1f}s")
+                raise RetryStep(exc, wait_s, step.retry.attempts) from None
+            self.store.set_step(request_id, step_id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
+            self._audit("step.fail", request_id, run_id, {
+                "step": step_id, "attempt": attempt, "error": exc.message, "class": failure.value,
+                "error_class": type(exc).__name__, "exit_code": exc.detail.exit_code,
+                "duration_ms": int((time.monotonic() - started) * 1000)})
+            self._complete(request_id, run_id, self._rollback(spec, request_id, run_id),
+                           error=exc.one_line())
+            raise
+        self.store.set_step(request_id, step_id, StepStatus.SUCCEEDED, run_id=run_id, attempt=attempt,
+                            outputs=outputs)
+        self._audit("step.complete", request_id, run_id, {
+            "step": step_id, "attempt": attempt, "outputs": sorted(outputs),
+            "duration_ms": int((time.monotonic() - started) * 1000)})
+        return outputs
+
+    def preview(self, call: RenderedCall, ctx: ActionContext) -> str:
+        """What a call would do, without doing it (actions may read state to say more)."""
+        if call.kind == "uses":
+            assert call.action is not None
+            action = registry()[call.action]
+            return action.preview(ctx, action.input_model.model_validate(call.inputs))
+        return f"run: {call.describe()}"
+
+    def execute(self, call: RenderedCall, ctx: ActionContext) -> Outputs:
+        """Run a rendered call: an action, or a command whose outputs come from $INTENT_OUTPUT."""
+        if call.kind == "uses":
+            assert call.action is not None
+            action = registry()[call.action]
+            try:
+                inputs = action.input_model.model_validate(call.inputs)
+            except ValueError as exc:
+                raise StepFailed(f"{call.action}: invalid inputs after rendering: {exc}".splitlines()[0],
+                                 hint="Fix the step's `with:` values.") from None
+            return action.run(ctx, inputs)
+        output_file = ctx.log_path.with_suffix(".outputs")
+        output_file.unlink(missing_ok=True)
+        run_command(ctx, call.argv, cwd=Path(call.cwd) if call.cwd else None,
+                    env={**call.env, OUTPUT_FILE_ENV: str(output_file)}, timeout_s=ctx.timeout_s)
+        return _read_outputs(output_file)
+
+    # --- failure, rollback and completion --------------------------------------------------------
+
+    def _rollback(self, spec: IntentSpec, request_id: str, run_id: str) -> RequestStatus:
+        done = [s for s in self.store.steps(request_id) if s["status"] == StepStatus.SUCCEEDED.value]
+        undo = [s for s in reversed(done) if spec.step(s["step_id"]).rollback is not None]
+        if not undo:
+            return RequestStatus.FAILED
+        row = self._request(request_id)
+        self.store.update_request(request_id, phase="ROLLBACK")
+        ns = self._namespace(spec, row, request_id)
+        status = RequestStatus.ROLLED_BACK
+        for state in undo:
+            step = spec.step(state["step_id"])
+            assert step.rollback is not None
+            ctx = self._action_context(request_id, f"{step.id}.rollback", _print_line(f"{step.id}.rollback"),
+                                       timeout_s=step.rollback.timeout)
+            self._audit("rollback.start", request_id, run_id, {"step": step.id})
+            try:
+                self.execute(render_call(step.rollback, ns, where=f"steps.{step.id}.rollback"), ctx)
+            except IntentError as exc:
+                status = RequestStatus.ROLLBACK_FAILED
+                self.store.set_step(request_id, step.id, StepStatus.ROLLBACK_FAILED, run_id=run_id)
+                self._audit("rollback.fail", request_id, run_id, {"step": step.id, "error": exc.message})
+                continue
+            self.store.set_step(request_id, step.id, StepStatus.ROLLED_BACK, run_id=run_id)
+            self._audit("rollback.complete", request_id, run_id, {"step": step.id})
+        return status
+
+    def finish(self, request_id: str, *, run_id: str) -> RequestStatus:
+        """Run verify checks, then end the request; a failed check rolls back and raises."""
+        row = self._request(request_id)
+        self._resume_if_needed(row, run_id)
+        if row["dry_run"]:
+            self._complete(request_id, run_id, RequestStatus.DRY_RUN)
+            return RequestStatus.DRY_RUN
+        spec = self._spec_of(row)
+        ns = self._namespace(spec, row, request_id)
+        self.store.update_request(request_id, phase="VERIFY")
+        for check in spec.verify:
+            ctx = self._action_context(request_id, f"verify.{check.id}", _print_line(f"verify.{check.id}"),
+                                       timeout_s=check.timeout)
+            try:
+                self.execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
+            except IntentError as exc:
+                self._audit("verify.fail", request_id, run_id, {"check": check.id, "error": exc.message})
+                status = self._rollback(spec, request_id, run_id)
+                message = f"verify check {check.id!r} failed: {exc.message}"
+                self._complete(request_id, run_id, status, error=message)
+                if status is RequestStatus.ROLLED_BACK:
+                    raise RolledBack(f"{message}; rolled back", hint="See `intent audit show`.") from None
+                if status is RequestStatus.ROLLBACK_FAILED:
+                    raise RollbackFailed(f"{message}; rollback failed too",
+                                         hint="Inspect the app now; see the step logs.") from None
+                raise VerifyFailed(message, hint="See the step logs.") from None
+            self._audit("verify.pass", request_id, run_id, {"check": check.id})
+        self._complete(request_id, run_id, RequestStatus.SUCCEEDED)
+        return RequestStatus.SUCCEEDED
+
+    def _complete(self, request_id: str, run_id: str, status: RequestStatus, *, error: str = "") -> None:
+        row = self._request(request_id)
+        if row["lock_key"] and self.store.release_lock(row["lock_key"], request_id=request_id):
+            self._audit("lock.release", request_id, run_id, {"lock": row["lock_key"]})
+        self.store.update_request(request_id, status=status, phase=status.value, error=error)
+        self._audit("request.complete", request_id, run_id, {
+            "status": status.value, "error": error,
+            "duration_ms": int((time.time() - row["started_at"]) * 1000)})
+
+    def abort_preflight(self, request_id: str, run_id: str, error: IntentError) -> None:
+        """Record a request that failed before its first step (when it got as far as a record)."""
+        row = self.store.request(request_id)
+        if row is not None and row["status"] == RequestStatus.RUNNING.value:
+            self._complete(request_id, run_id, RequestStatus.FAILED, error=error.one_line())
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _audit(self, kind: str, request_id: str, run_id: str, body: dict[str, Any]) -> None:
+        self.store.append_audit(kind, request_id=request_id, run_id=run_id, body=body)
+
+    def _action_context(self, request_id: str, step_id: str, emit: Callable[[str], None] | None,
+                        *, dry_run: bool = False, timeout_s: float | None = None) -> ActionContext:
+        return ActionContext(request_id=request_id, step_id=step_id, home=self.home,
+                             log_path=self.home.step_log(request_id, step_id), dry_run=dry_run,
+                             timeout_s=timeout_s, emit=emit or (lambda line: None))
+
+
+def _is_timeout_without_retry(error: StepFailed, step: StepSpec) -> bool:
+    # A timeout is retried only when the step opts into retrying any failure.
+    return isinstance(error, StepTimeout) and step.retry.on is not RetryOn.ANY
+
+
+def _read_outputs(path: Path) -> Outputs:
+    """Parse ``key=value`` lines a command wrote to $INTENT_OUTPUT."""
+    if not path.exists():
+        return {}
+    outputs: Outputs = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            outputs[key.strip()] = value
+    return outputs
+
