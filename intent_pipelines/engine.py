@@ -181,7 +181,7 @@ class Engine:
                                     wait_s=wait_s)
         except IntentError as exc:
             self._audit("lock.busy", request_id, run_id, {"lock": key, "error": exc.message})
-            self._complete(request_id, run_id, RequestStatus.FAILED, error=exc.one_line())
+            self._complete(request_id, run_id, RequestStatus.FAILED, error=exc)
             raise
         self._audit("lock.acquire", request_id, run_id, {"lock": key})
 
@@ -227,7 +227,7 @@ class Engine:
         if row["lock_key"] and not row["dry_run"]:
             self._take_lock(row["lock_key"], row["request_id"], run_id, wait_s=0)
         self.store.update_request(row["request_id"], status=RequestStatus.RUNNING, run_id=run_id,
-                                  error="")
+                                  error="", exit_code=0)
         self._audit("request.resume", row["request_id"], run_id, {"previous_run_id": row["run_id"]})
 
     def run_step(self, request_id: str, step_id: str, *, run_id: str, attempt: int = 1) -> Outputs:
@@ -277,7 +277,7 @@ class Engine:
                 "error_class": type(exc).__name__, "exit_code": exc.detail.exit_code,
                 "duration_ms": int((time.monotonic() - started) * 1000)})
             self._complete(request_id, run_id, self._rollback(spec, request_id, run_id),
-                           error=exc.one_line())
+                           error=exc)
             raise
         self.store.set_step(request_id, step_id, StepStatus.SUCCEEDED, run_id=run_id, attempt=attempt,
                             outputs=outputs)
@@ -358,31 +358,40 @@ class Engine:
                 self._audit("verify.fail", request_id, run_id, {"check": check.id, "error": exc.message})
                 status = self._rollback(spec, request_id, run_id)
                 message = f"verify check {check.id!r} failed: {exc.message}"
-                self._complete(request_id, run_id, status, error=message)
+                outcome: IntentError = VerifyFailed(message, hint="See the step logs.")
                 if status is RequestStatus.ROLLED_BACK:
-                    raise RolledBack(f"{message}; rolled back", hint="See `intent audit show`.") from None
-                if status is RequestStatus.ROLLBACK_FAILED:
-                    raise RollbackFailed(f"{message}; rollback failed too",
-                                         hint="Inspect the app now; see the step logs.") from None
-                raise VerifyFailed(message, hint="See the step logs.") from None
+                    outcome = RolledBack(f"{message}; rolled back", hint="See the step logs.")
+                elif status is RequestStatus.ROLLBACK_FAILED:
+                    outcome = RollbackFailed(f"{message}; rollback failed too",
+                                             hint="Inspect the app now; see the step logs.")
+                self._complete(request_id, run_id, status, error=outcome)
+                raise outcome from None
             self._audit("verify.pass", request_id, run_id, {"check": check.id})
         self._complete(request_id, run_id, RequestStatus.SUCCEEDED)
         return RequestStatus.SUCCEEDED
 
-    def _complete(self, request_id: str, run_id: str, status: RequestStatus, *, error: str = "") -> None:
+    def _complete(self, request_id: str, run_id: str, status: RequestStatus, *,
+                  error: IntentError | None = None) -> None:
         row = self._request(request_id)
+        exit_code = 0 if error is None else error.exit_code
+        if status is RequestStatus.ROLLED_BACK:
+            exit_code = RolledBack.exit_code
+        elif status is RequestStatus.ROLLBACK_FAILED:
+            exit_code = RollbackFailed.exit_code
+        message = error.one_line() if error else ""
         if row["lock_key"] and self.store.release_lock(row["lock_key"], request_id=request_id):
             self._audit("lock.release", request_id, run_id, {"lock": row["lock_key"]})
-        self.store.update_request(request_id, status=status, phase=status.value, error=error)
+        self.store.update_request(request_id, status=status, phase=status.value, error=message,
+                                  exit_code=exit_code)
         self._audit("request.complete", request_id, run_id, {
-            "status": status.value, "error": error,
+            "status": status.value, "error": message, "exit_code": exit_code,
             "duration_ms": int((time.time() - row["started_at"]) * 1000)})
 
     def abort_preflight(self, request_id: str, run_id: str, error: IntentError) -> None:
         """Record a request that failed before its first step (when it got as far as a record)."""
         row = self.store.request(request_id)
         if row is not None and row["status"] == RequestStatus.RUNNING.value:
-            self._complete(request_id, run_id, RequestStatus.FAILED, error=error.one_line())
+            self._complete(request_id, run_id, RequestStatus.FAILED, error=error)
 
     # --- helpers -------------------------------------------------------------------------------
 

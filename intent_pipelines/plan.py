@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from intent_pipelines.errors import PolicyDenied
-from intent_pipelines.rendering import evaluate, references, render
+from intent_pipelines.rendering import evaluate, references, render, render_native
 from intent_pipelines.spec.models import ActionCall, IntentSpec, RetrySpec
 
 CallKind = Literal["run", "shell", "uses"]
@@ -65,7 +65,7 @@ class RenderedCall:
 
 def _render_value(value: Any, ns: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, str):
-        return render(value, ns, where=where)
+        return render_native(value, ns, where=where)
     if isinstance(value, list):
         return [_render_value(v, ns, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):

@@ -1,5 +1,6 @@
 """Sandboxed Jinja2 templates and expressions: strict about undefined names, shell-quoting on demand."""
 
+import re
 import shlex
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
@@ -45,6 +46,23 @@ def render(text: str, namespace: Mapping[str, Any], *, shell: bool = False, wher
     except (UndefinedError, SecurityError, TemplateSyntaxError, TypeError, ValueError) as exc:
         raise TemplateError(
             f"{where}: cannot render {text!r}: {exc}" if where else f"cannot render {text!r}: {exc}",
+            hint="Check the names it uses against the intent's params, context and steps.",
+        ) from None
+
+
+_SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}$", re.DOTALL)
+
+
+def render_native(text: str, namespace: Mapping[str, Any], *, where: str = "") -> Any:
+    """Render a template; a lone ``{{ expr }}`` keeps its native type (int, bool, list)."""
+    match = _SINGLE_EXPRESSION.match(text.strip())
+    if match is None:
+        return render(text, namespace, where=where)
+    try:
+        return _env(False).compile_expression(match["expr"], undefined_to_none=False)(**namespace)
+    except (UndefinedError, SecurityError, TemplateSyntaxError, TypeError, ValueError) as exc:
+        raise TemplateError(
+            f"{where}: cannot render {text!r}: {exc}",
             hint="Check the names it uses against the intent's params, context and steps.",
         ) from None
 

@@ -51,8 +51,13 @@ def launch_config_mapping(spec: IntentSpec) -> dg.ConfigMapping:
 
     def to_run_config(config: dict[str, Any]) -> dict[str, Any]:
         params = {k: config[k] for k in param_names if config.get(k) is not None}
-        return {"ops": {PREFLIGHT: {"config": {
-            "params": params, "dry_run": config["dry_run"], "confirm": config["confirm"],
-            "reason": config["reason"]}}}}
+        return {
+            "ops": {PREFLIGHT: {"config": {
+                "params": params, "dry_run": config["dry_run"], "confirm": config["confirm"],
+                "reason": config["reason"]}}},
+            # Dagster's per-event console lines drown the step output the CLI streams; the UI's
+            # event log keeps every event regardless of this level.
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        }
 
     return dg.ConfigMapping(config_fn=to_run_config, config_schema=config_class.to_config_schema())

@@ -66,7 +66,8 @@ def _coerce(name: str, spec: ParamSpec, value: Any) -> Any:
 
 
 def _describe(name: str, spec: ParamSpec) -> str:
-    bits = [f"{name} is a {spec.type}"]
+    article = "an" if spec.type == "integer" else "a"
+    bits = [f"{name} is {article} {spec.type}"]
     if spec.enum:
         bits.append(f"one of {', '.join(map(str, spec.enum))}")
     if spec.pattern:

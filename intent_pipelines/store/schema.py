@@ -35,6 +35,8 @@ requests = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("who", sa.String(128), nullable=False, default=""),
     sa.Column("error", sa.Text, nullable=False, default=""),
+    # The CLI exit code the outcome maps to (errors.py table); 0 while running or on success.
+    sa.Column("exit_code", sa.Integer, nullable=False, default=0),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
     sa.Column("updated_at", sa.Float, nullable=False),

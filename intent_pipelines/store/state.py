@@ -11,7 +11,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from intent_pipelines.audit.record import FORMAT_VERSION, GENESIS_PREV, AuditRecord, canonical_body, record_hash
+from intent_pipelines.audit.record import (
+    FORMAT_VERSION,
+    GENESIS_PREV,
+    AuditRecord,
+    canonical_body,
+    record_hash,
+)
 from intent_pipelines.errors import LockBusy, StoreError
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import schema
@@ -150,7 +156,7 @@ class StateStore:
                 request_id=request_id, intent=intent, status=RequestStatus.RUNNING.value,
                 phase="PREFLIGHT", run_id=run_id, params=params, context=context, plan_hash=plan_hash,
                 intent_sha256=intent_sha256, lock_key=lock_key, dry_run=dry_run, reason=reason,
-                who=who, error="", started_at=now, updated_at=now))
+                who=who, error="", exit_code=0, started_at=now, updated_at=now))
         return True
 
     def request(self, request_id: str) -> dict[str, Any] | None:
@@ -166,7 +172,8 @@ class StateStore:
             return [dict(r._mapping) for r in rows]
 
     def update_request(self, request_id: str, *, status: RequestStatus | None = None,
-                       phase: str | None = None, run_id: str | None = None, error: str | None = None) -> None:
+                       phase: str | None = None, run_id: str | None = None, error: str | None = None,
+                       exit_code: int | None = None) -> None:
         values: dict[str, Any] = {"updated_at": time.time()}
         if status is not None:
             values["status"] = status.value
@@ -177,6 +184,8 @@ class StateStore:
             values["run_id"] = run_id
         if error is not None:
             values["error"] = error
+        if exit_code is not None:
+            values["exit_code"] = exit_code
         with self._begin() as conn:
             conn.execute(schema.requests.update()
                          .where(schema.requests.c.request_id == request_id).values(**values))

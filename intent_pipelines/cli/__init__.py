@@ -1,0 +1,1 @@
+"""The `intent` command line (click + rich)."""

@@ -1,0 +1,256 @@
+"""The `intent` command: list, show, validate, plan, run, graph, init."""
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from intent_pipelines.cli.context import POOL_LIMITS, CliContext
+from intent_pipelines.cli.output import console, print_error, print_json
+from intent_pipelines.errors import (
+    ConfirmationRequired,
+    IntentError,
+    SpecError,
+    exit_code_table,
+)
+from intent_pipelines.plan import ExecutionPlan
+from intent_pipelines.spec.loader import intent_dirs, intent_files, load_intent_file
+from intent_pipelines.spec.params import parse_assignments
+
+EPILOG = "Exit codes:\n\n" + "\n".join(f"  {code:>3}  {name}: {meaning}" for code, name, meaning
+                                         in exit_code_table())
+
+
+class IntentGroup(click.Group):
+    """Turns every IntentError into one line on stderr and its documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IntentError as exc:
+            print_error(exc.one_line())
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            sys.exit(130)
+        except Exception as exc:  # a bug: say so in one line, and show the trace only on request
+            if os.environ.get("INTENT_DEBUG"):
+                raise
+            print_error(f"internal error: {type(exc).__name__}: {exc}. This is a bug; "
+                        "rerun with INTENT_DEBUG=1 and report the trace.")
+            sys.exit(1)
+
+
+pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
+PARAM_OPTION = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                            help="A param value; repeat for several.")
+
+
+@click.group(cls=IntentGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="intent_pipelines")
+def main() -> None:
+    """Operational runbooks ("intents") declared in YAML and run as Dagster jobs."""
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def list_intents(cli: CliContext, as_json: bool) -> None:
+    """List the intents this install knows."""
+    intents = list(cli.catalog)
+    if as_json:
+        print_json([{"name": i.spec.name, "job": i.spec.job_name, "summary": i.spec.summary,
+                     "aliases": i.spec.aliases, "path": str(i.path)} for i in intents])
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("intent", "job", "summary"):
+        table.add_column(column)
+    for loaded in intents:
+        table.add_row(loaded.spec.name, loaded.spec.job_name, loaded.spec.summary)
+    console.print(table)
+
+
+@main.command()
+@click.argument("intent")
+@pass_ctx
+def show(cli: CliContext, intent: str) -> None:
+    """Show an intent's params, policy and steps."""
+    loaded = cli.catalog.get(intent)
+    spec = loaded.spec
+    console.print(f"[bold]{spec.name}[/] v{spec.version} — {escape(spec.summary)}")
+    console.print(f"file: {loaded.path}  job: {spec.job_name}"
+                  + (f"  aliases: {', '.join(spec.aliases)}" if spec.aliases else ""))
+    if spec.params:
+        table = Table(title="params", box=None, title_justify="left")
+        for column in ("name", "type", "required", "default", "constraints", "help"):
+            table.add_column(column)
+        for name, p in spec.params.items():
+            constraints = ", ".join(filter(None, [
+                f"one of {p.enum}" if p.enum else "", f"pattern {p.pattern}" if p.pattern else "",
+                f"min {p.min:g}" if p.min is not None else "", f"max {p.max:g}" if p.max is not None else "",
+                "secret (from $" + (p.env or f"INTENT_SECRET_{name.upper()}") + ")" if p.secret else ""]))
+            table.add_row(name, p.type, "yes" if p.required else "", escape(str(p.default or "")),
+                          escape(constraints), escape(p.help))
+        console.print(table)
+    policy = spec.policy
+    console.print(f"policy: lock={policy.lock or '-'} confirm={policy.confirm} "
+                  f"timeout={policy.timeout or '-'} deny rules={len(policy.deny)}", markup=False)
+    for step in spec.steps:
+        action = step.uses or (step.run if isinstance(step.run, str) else " ".join(step.run or []))
+        needs = f" (after {', '.join(step.needs)})" if step.needs else ""
+        console.print(f"  step {step.id}{needs}: {action}", markup=False)
+    for check in spec.verify:
+        console.print(f"  verify {check.id}: {check.uses or check.run}", markup=False)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Validate intent files (default: every intent visible to this install)."""
+    files: list[Path] = []
+    for path in paths or tuple(intent_dirs()):
+        if path.is_dir():
+            files += intent_files([path])
+        elif path.exists():
+            files.append(path)
+        else:
+            raise SpecError("no such file or directory", path=str(path), hint="Check the path.")
+    failures = 0
+    for path in files:
+        try:
+            load_intent_file(path)
+            console.print(f"ok    {path}", markup=False)
+        except SpecError as exc:
+            failures += 1
+            console.print(f"FAIL  {exc.one_line()}", markup=False)
+    if failures:
+        raise SpecError(f"{failures} of {len(files)} intent files are invalid",
+                        hint="Fix the files listed above.")
+    console.print(f"{len(files)} intent files valid", markup=False)
+
+
+def _print_plan(plan: ExecutionPlan) -> None:
+    console.print(f"[bold]plan[/] {plan.intent} v{plan.version}  hash {plan.plan_hash}")
+    console.print(f"params: {plan.params}", markup=False)
+    if plan.context:
+        console.print(f"context: {plan.context}", markup=False)
+    console.print(f"lock: {plan.lock or '-'}   confirm required: {plan.confirm_required}", markup=False)
+    for level, ids in enumerate(plan.levels):
+        for step_id in ids:
+            step = plan.step(step_id)
+            extra = []
+            if step.when is False:
+                extra.append("skipped: when is false")
+            elif step.when is None:
+                extra.append("when: decided at run time")
+            if step.timeout_s:
+                extra.append(f"timeout {step.timeout_s:g}s")
+            if step.retry.attempts > 1:
+                extra.append(f"{step.retry.attempts} attempts on {step.retry.on.value}")
+            if step.pool:
+                extra.append(f"pool {step.pool}")
+            if step.rollback:
+                extra.append(f"rollback: {step.rollback.describe()}")
+            suffix = f"  [{'; '.join(extra)}]" if extra else ""
+            console.print(f"  L{level} {step_id}: {step.call.describe()}{suffix}", markup=False)
+    for check in plan.verify:
+        console.print(f"  verify {check.id}: {check.call.describe()}", markup=False)
+    console.print(f"critical path: {' -> '.join(plan.critical_path)}", markup=False)
+
+
+@main.command()
+@click.argument("intent")
+@PARAM_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def plan(cli: CliContext, intent: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Render what INTENT would do with these params, without doing it."""
+    loaded = cli.catalog.get(intent)
+    execution_plan, _ = cli.engine.plan(loaded, parse_assignments(list(params)))
+    if as_json:
+        print_json({**execution_plan.to_dict(), "plan_hash": execution_plan.plan_hash})
+    else:
+        _print_plan(execution_plan)
+
+
+@main.command()
+@click.argument("intent")
+@pass_ctx
+def graph(cli: CliContext, intent: str) -> None:
+    """Print the intent's step graph as Mermaid."""
+    spec = cli.catalog.get(intent).spec
+    lines = ["flowchart TD", "  preflight([preflight])"]
+    needed = {n for s in spec.steps for n in s.needs}
+    for step in spec.steps:
+        label = step.uses or "run"
+        lines.append(f'  {step.id}["{step.id}<br/>{label}"]')
+        for upstream in step.needs or ["preflight"]:
+            lines.append(f"  {upstream} --> {step.id}")
+    lines.append("  finish([finish: verify])")
+    lines += [f"  {s.id} --> finish" for s in spec.steps if s.id not in needed]
+    console.out("\n".join(lines), highlight=False)
+
+
+@main.command()
+@click.argument("intent")
+@PARAM_OPTION
+@click.option("--dry-run", is_flag=True, help="Plan and log every step; change nothing.")
+@click.option("--confirm", is_flag=True, help="Confirm a change the policy guards.")
+@click.option("--reason", default="", help="Why you run this; recorded in the audit log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@pass_ctx
+def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, confirm: bool,
+        reason: str, as_json: bool) -> None:
+    """Run INTENT through Dagster on the persistent instance (it shows in the UI)."""
+    from intent_pipelines.cli.launch import launch
+
+    loaded = cli.catalog.get(intent)
+    given = parse_assignments(list(params))
+    # Validate everything before a run exists: bad input never half-executes.
+    execution_plan, _ = cli.engine.plan(loaded, given)
+    if execution_plan.confirm_required and not confirm and not dry_run:
+        if sys.stdin.isatty() and click.confirm(f"{loaded.spec.name} is guarded by policy. Proceed?"):
+            confirm = True
+        else:
+            raise ConfirmationRequired(f"{loaded.spec.name} needs confirmation for these params",
+                                       hint="Review `intent plan`, then pass --confirm.")
+    if not as_json:
+        console.print(f"plan {execution_plan.plan_hash[:12]}: {len(execution_plan.steps)} steps"
+                      + (" (dry run)" if dry_run else ""), markup=False)
+    outcome = launch(cli, loaded, given, dry_run=dry_run, confirm=confirm, reason=reason,
+                     lock=execution_plan.lock, quiet=as_json)
+    if as_json:
+        print_json(outcome)
+    else:
+        line = f"request {outcome['request_id']}: {outcome['status']}"
+        if outcome["error"]:
+            line += f" — {outcome['error']}"
+        console.print(line, markup=False)
+    sys.exit(outcome["exit_code"])
+
+
+@main.command()
+@click.option("--no-sample", is_flag=True, help="Do not install the sample fleet (hello-api).")
+@pass_ctx
+def init(cli: CliContext, no_sample: bool) -> None:
+    """Prepare INTENT_HOME: directories, DAGSTER_HOME with dagster.yaml, pool limits, sample fleet."""
+    from dagster import DagsterInstance
+
+    from intent_pipelines.sample_fleet import install_sample_fleet
+
+    cli.home.ensure()
+    dagster_home = cli.ensure_dagster_home()
+    with DagsterInstance.get() as instance:
+        for pool, limit in POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+    fleet = cli.home.fleet_file if no_sample else install_sample_fleet(cli.home)
+    console.print(f"INTENT_HOME  {cli.home.root}", markup=False)
+    console.print(f"DAGSTER_HOME {dagster_home}", markup=False)
+    console.print(f"fleet        {fleet}", markup=False)
+    console.print(f"pools        {', '.join(f'{k}={v}' for k, v in POOL_LIMITS.items())}", markup=False)
