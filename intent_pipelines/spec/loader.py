@@ -3,6 +3,7 @@
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,18 @@ class LoadedIntent:
         return hashlib.sha256(self.content.encode("utf-8")).hexdigest()
 
 
+class IntentYamlLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so `on:`, `yes`, `no` stay strings."""
+
+
+IntentYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+IntentYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 class _LineMap:
     """Line numbers of every node in a YAML document, by path; duplicate keys are refused."""
 
@@ -43,7 +56,7 @@ class _LineMap:
         self.lines: dict[Path_, int] = {}
         self.path = path
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=IntentYamlLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark else None
@@ -99,7 +112,7 @@ def _validation_hint(kind: str) -> str:
 def parse_intent(text: str, path: str = "<string>") -> IntentSpec:
     """Parse and fully validate one intent file's text; raise SpecError with file:line:field."""
     lines = _LineMap(text, path)
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=IntentYamlLoader)  # noqa: S506 - a SafeLoader subclass
     if not isinstance(data, dict):
         raise SpecError("an intent file must be a YAML mapping with name, summary and steps",
                         path=path, line=1, hint="See the bundled intents for examples.")
