@@ -18,7 +18,8 @@ from intent_pipelines.platforms.base import (
 )
 
 MAX_REPLICAS = 20
-OBSERVE_HEALTH_TIMEOUT_S = 5.0
+# observe is a snapshot: probe each replica once instead of waiting for it to come up.
+OBSERVE_HEALTH_TIMEOUT_S = 0.0
 OBSERVE_ERRORS_SINCE = "15m"
 OBSERVE_ERROR_LINES = 10
 

@@ -161,9 +161,10 @@ class KubernetesPlatform:
         deadline = time.monotonic() + timeout_s
         while True:
             replicas = self.status(app)
-            if all(r.alive for r in replicas) or time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if all(r.alive for r in replicas) or remaining <= 0:
                 break
-            time.sleep(2)
+            time.sleep(min(2.0, remaining))
         return [
             HealthResult(r.name, ok=r.alive, error="" if r.alive else "pod is not ready")
             for r in replicas

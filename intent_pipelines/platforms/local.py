@@ -68,9 +68,20 @@ def _alive(pid: int) -> bool:
         return False
     try:
         # A recycled pid belongs to some other process, which is almost never its own group leader.
-        return os.getpgid(pid) == pid
+        if os.getpgid(pid) != pid:
+            return False
     except ProcessLookupError:
         return False
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but is not reaped yet (some container inits reap slowly)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return False  # no /proc (macOS): a zombie then only lingers until its parent reaps it
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def code_dir(home: IntentHome, fleet_file: Path, app: App) -> Path:
