@@ -57,7 +57,7 @@ def launch_config_mapping(spec: IntentSpec) -> dg.ConfigMapping:
                 "reason": config["reason"]}}},
             # Dagster's per-event console lines drown the step output the CLI streams; the UI's
             # event log keeps every event regardless of this level.
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
         }
 
     return dg.ConfigMapping(config_fn=to_run_config, config_schema=config_class.to_config_schema())
