@@ -37,7 +37,7 @@ class App(_Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     health_path: str = "/health"
     version_path: str = "/version"
-    database: str = Field(default="", description="SQLAlchemy URL; relative sqlite paths are under the release")
+    database: str = Field(default="", description="SQLAlchemy URL; relative sqlite paths are under fleet/<app>/data")
     migrations: str = Field(default="migrations", description="directory of NNNN_name.up.sql/.down.sql")
     env: dict[str, str] = Field(default_factory=dict)
     kubernetes: KubernetesTarget | None = None

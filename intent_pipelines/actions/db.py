@@ -148,6 +148,9 @@ def _statements(script: str, dialect: str) -> list[str]:
 
 def _applied(engine: Engine) -> dict[int, str]:
     """Return applied versions and names; none when the bookkeeping table does not exist yet."""
+    sqlite_file = engine.url.database if engine.dialect.name == "sqlite" else None
+    if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).exists():
+        return {}  # connecting would create the file, and a preview must not change anything
     if not inspect(engine).has_table(SCHEMA_MIGRATIONS.name):
         return {}
     with engine.connect() as conn:

@@ -35,7 +35,7 @@ _TIMESTAMP = re.compile(
 )
 
 # Popen objects of the replicas this process started. Keeping them lets ``poll()`` reap an exited
-# child (a zombie would still look alive to ``kill(pid, 0)``) and stops Popen.__del__ from warning
+# child (a zombie would still look alive to ``getpgid``) and stops Popen.__del__ from warning
 # about a process that is meant to outlive it.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 

@@ -11,16 +11,16 @@ import pytest
 import intent_pipelines.actions.app
 import intent_pipelines.actions.db
 import intent_pipelines.actions.http  # noqa: F401
-from intent_pipelines.actions.base import REGISTRY, ActionContext
+from intent_pipelines.actions.base import REGISTRY, ActionContext, Outputs
 from intent_pipelines.fleet import load_fleet, register_app
 from intent_pipelines.home import IntentHome
 from intent_pipelines.platforms.local import LocalPlatform
 from intent_pipelines.sample_fleet import install_sample_fleet
 
-RunAction = Callable[..., dict[str, Any]]
+RunAction = Callable[..., Outputs]
 
 
-def free_ports(count: int) -> int:
+def _free_ports(count: int) -> int:
     """Return the first of ``count`` consecutive loopback ports that are free right now."""
     for _ in range(50):
         with socket.socket() as probe:
@@ -36,6 +36,12 @@ def free_ports(count: int) -> int:
             continue
         return first
     raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+@pytest.fixture
+def free_ports() -> Callable[[int], int]:
+    """A function returning the first of N consecutive free loopback ports."""
+    return _free_ports
 
 
 @pytest.fixture
@@ -66,7 +72,7 @@ def ctx(home: IntentHome, tmp_path: Path, step_lines: list[str]) -> ActionContex
 def run_action(ctx: ActionContext) -> RunAction:
     """Validate ``inputs`` with the action's model and run it, as a step would."""
 
-    def run(name: str, **inputs: Any) -> dict[str, Any]:
+    def run(name: str, **inputs: Any) -> Outputs:
         definition = REGISTRY[name]
         return definition.run(ctx, definition.input_model(**inputs))
 
@@ -87,7 +93,7 @@ def sample(home: IntentHome, ctx: ActionContext) -> Iterator[Path]:
     """The hello-api sample installed in INTENT_HOME on free ports; every replica stopped after."""
     fleet_file = install_sample_fleet(home)
     app = load_fleet(fleet_file).app("hello-api")
-    register_app(fleet_file, app.model_copy(update={"port": free_ports(3)}))
+    register_app(fleet_file, app.model_copy(update={"port": _free_ports(3)}))
     yield home.fleet_dir / "src" / "hello-api"
     platform = LocalPlatform(home, fleet_file, ctx)
     for each in load_fleet(fleet_file).apps.values():

@@ -1,12 +1,13 @@
 """Bad inputs to the app actions fail early with one clear error, before anything changes."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunAction
 from pydantic import ValidationError
 
 from intent_pipelines.actions.app import LogsInput, ScaleInput, StartInput
+from intent_pipelines.actions.base import Outputs
 from intent_pipelines.errors import FleetError, StepFailed
 from intent_pipelines.home import IntentHome
 from intent_pipelines.sample_fleet import install_sample_fleet
@@ -14,13 +15,15 @@ from intent_pipelines.sample_fleet import install_sample_fleet
 pytestmark = pytest.mark.unit
 
 
-def test_unknown_app_lists_the_known_ones(sample: Path, run_action: RunAction) -> None:
+def test_unknown_app_lists_the_known_ones(sample: Path, run_action: Callable[..., Outputs]) -> None:
     """An app that is not in fleet.yaml is a FleetError naming the apps that are."""
     with pytest.raises(FleetError, match=r"app 'nope' is not in the fleet \(known: hello-api\)"):
         run_action("app.restart", app="nope")
 
 
-def test_missing_fleet_file_says_where_it_looked(home: IntentHome, run_action: RunAction) -> None:
+def test_missing_fleet_file_says_where_it_looked(
+    home: IntentHome, run_action: Callable[..., Outputs]
+) -> None:
     """Without a fleet file the error names the path and how to create it."""
     with pytest.raises(FleetError, match="no fleet file at .*fleet.yaml") as failed:
         run_action("app.stop", app="hello-api")
@@ -51,7 +54,9 @@ def test_unknown_input_keys_are_mistakes() -> None:
         ScaleInput(app="a", replica=2)  # type: ignore[call-arg]
 
 
-def test_health_without_running_replicas_is_deterministic(sample: Path, run_action: RunAction) -> None:
+def test_health_without_running_replicas_is_deterministic(
+    sample: Path, run_action: Callable[..., Outputs]
+) -> None:
     """Checking health of a stopped app fails at once and says to start it."""
     with pytest.raises(StepFailed, match="has no running replicas") as failed:
         run_action("app.health", app="hello-api", timeout_s=1)

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunAction
 from pydantic import ValidationError
 from sqlalchemy import create_engine, inspect, text
 
+from intent_pipelines.actions.base import Outputs
 from intent_pipelines.errors import StepFailed
+from intent_pipelines.home import IntentHome
 
 pytestmark = pytest.mark.unit
 
@@ -31,11 +32,14 @@ def db(tmp_path: Path) -> dict[str, str]:
     return {"url": f"sqlite:///{tmp_path / 'app.db'}", "dir": str(EXAMPLE_MIGRATIONS)}
 
 
-def test_apply_then_status_then_down(db: dict[str, str], run_action: RunAction,
-                                     step_lines: list[str]) -> None:
+def test_apply_then_status_then_down(
+    db: dict[str, str], run_action: Callable[..., Outputs], step_lines: list[str]
+) -> None:
     """Apply runs every pending migration in order; down reverts the newest one by default."""
     assert run_action("db.migrate", **db, action="status") == {
-        "applied": [], "reverted": [], "current": "",
+        "applied": [],
+        "reverted": [],
+        "current": "",
         "pending": ["0001_create_items", "0002_add_price"],
     }
     applied = run_action("db.migrate", **db, action="apply")
@@ -51,7 +55,7 @@ def test_apply_then_status_then_down(db: dict[str, str], run_action: RunAction,
     assert "applied  0001_create_items" in step_lines and "pending  0002_add_price" in step_lines
 
 
-def test_targets_bound_apply_and_down(db: dict[str, str], run_action: RunAction) -> None:
+def test_targets_bound_apply_and_down(db: dict[str, str], run_action: Callable[..., Outputs]) -> None:
     """Apply stops at its target (inclusive) and down stops at its target (exclusive)."""
     assert run_action("db.migrate", **db, action="apply", target="0001")["current"] == "0001"
     run_action("db.migrate", **db, action="apply")
@@ -60,20 +64,20 @@ def test_targets_bound_apply_and_down(db: dict[str, str], run_action: RunAction)
     assert result["current"] == "" and columns(db["url"], "items") == []
 
 
-def test_preview_lists_work_without_touching_the_database(db: dict[str, str],
-                                                          preview_action: Callable[..., str],
-                                                          run_action: RunAction) -> None:
+def test_preview_lists_work_without_touching_the_database(
+    db: dict[str, str], preview_action: Callable[..., str], run_action: Callable[..., Outputs]
+) -> None:
     """The preview of apply/down names the migrations it would run and changes nothing."""
     text_apply = preview_action("db.migrate", **db, action="apply")
     assert "current none; would apply 0001_create_items, 0002_add_price" in text_apply
-    assert columns(db["url"], "schema_migrations") == []
+    assert not Path(db["url"].removeprefix("sqlite:///")).exists()
     run_action("db.migrate", **db, action="apply")
     assert "would revert 0002_add_price" in preview_action("db.migrate", **db, action="down")
     assert "nothing to apply" in preview_action("db.migrate", **db, action="apply")
     assert run_action("db.migrate", **db, action="status")["current"] == "0002"
 
 
-def test_failed_migration_rolls_back_entirely(tmp_path: Path, run_action: RunAction) -> None:
+def test_failed_migration_rolls_back_entirely(tmp_path: Path, run_action: Callable[..., Outputs]) -> None:
     """A migration that fails half-way leaves no trace; earlier migrations stay applied."""
     migrations = tmp_path / "migrations"
     migrations.mkdir()
@@ -86,7 +90,9 @@ def test_failed_migration_rolls_back_entirely(tmp_path: Path, run_action: RunAct
     assert run_action("db.migrate", url=url, dir=str(migrations), action="status")["current"] == "0001"
 
 
-def test_bad_migration_directories_give_clear_errors(tmp_path: Path, run_action: RunAction) -> None:
+def test_bad_migration_directories_give_clear_errors(
+    tmp_path: Path, run_action: Callable[..., Outputs]
+) -> None:
     """A missing directory, a misnamed file or a missing down file each fail with what to fix."""
     url = f"sqlite:///{tmp_path / 'x.db'}"
     with pytest.raises(StepFailed, match="migrations directory .* does not exist"):
@@ -114,7 +120,9 @@ def test_inputs_need_an_app_or_a_url_and_dir() -> None:
         MigrateInput(app="a", action="sideways")
 
 
-def test_app_database_and_migrations_come_from_the_fleet(sample: Path, home, run_action: RunAction) -> None:
+def test_app_database_and_migrations_come_from_the_fleet(
+    sample: Path, home: IntentHome, run_action: Callable[..., Outputs]
+) -> None:
     """With only `app`, the database lives in fleet/<app>/data and migrations come from its source."""
     result = run_action("db.migrate", app="hello-api", action="apply")
     assert result["current"] == "0002"
@@ -134,7 +142,7 @@ def _postgres_url() -> str:
 
 
 @pytest.mark.integration
-def test_postgres_apply_and_down(run_action: RunAction) -> None:
+def test_postgres_apply_and_down(run_action: Callable[..., Outputs]) -> None:
     """The same migrations apply and revert on PostgreSQL, inside a throwaway schema."""
     base = _postgres_url()
     schema = f"intent_test_{uuid.uuid4().hex[:8]}"

@@ -2,13 +2,13 @@
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import RunAction, free_ports
 from pydantic import ValidationError
 
+from intent_pipelines.actions.base import Outputs
 from intent_pipelines.actions.http import CheckInput
 from intent_pipelines.errors import StepFailed
 
@@ -44,7 +44,7 @@ def base_url() -> Iterator[str]:
     server.server_close()
 
 
-def test_check_passes_on_expected_status_and_body(base_url: str, run_action: RunAction) -> None:
+def test_check_passes_on_expected_status_and_body(base_url: str, run_action: Callable[..., Outputs]) -> None:
     """http.check succeeds when the status and the expected text match."""
     result = run_action("http.check", url=f"{base_url}/200", contains="status 200")
     assert result["status"] == 200 and isinstance(result["elapsed_ms"], int)
@@ -52,15 +52,18 @@ def test_check_passes_on_expected_status_and_body(base_url: str, run_action: Run
 
 
 @pytest.mark.parametrize(("status", "transient"), [(404, False), (429, True), (500, True), (503, True)])
-def test_check_classifies_unexpected_status(base_url: str, run_action: RunAction, status: int,
-                                           transient: bool) -> None:
+def test_check_classifies_unexpected_status(
+    base_url: str, run_action: Callable[..., Outputs], status: int, transient: bool
+) -> None:
     """5xx and 429 are transient (worth a retry); other unexpected statuses are not."""
     with pytest.raises(StepFailed, match=f"returned {status}, expected 200") as failed:
         run_action("http.check", url=f"{base_url}/{status}")
     assert failed.value.transient is transient
 
 
-def test_check_body_mismatch_and_refused_connection(base_url: str, run_action: RunAction) -> None:
+def test_check_body_mismatch_and_refused_connection(
+    free_ports: Callable[[int], int], base_url: str, run_action: Callable[..., Outputs]
+) -> None:
     """A wrong body is deterministic; a refused connection is transient."""
     with pytest.raises(StepFailed, match="does not contain 'v2'") as wrong_body:
         run_action("http.check", url=f"{base_url}/200", contains="v2")
@@ -70,7 +73,9 @@ def test_check_body_mismatch_and_refused_connection(base_url: str, run_action: R
     assert refused.value.transient
 
 
-def test_wait_until_returns_once_the_server_is_up(run_action: RunAction) -> None:
+def test_wait_until_returns_once_the_server_is_up(
+    free_ports: Callable[[int], int], run_action: Callable[..., Outputs]
+) -> None:
     """wait.until polls until a server that starts late answers."""
     port = free_ports(1)
     servers: list[ThreadingHTTPServer] = []
@@ -86,7 +91,9 @@ def test_wait_until_returns_once_the_server_is_up(run_action: RunAction) -> None
             server.server_close()
 
 
-def test_wait_until_gives_up_with_a_transient_failure(run_action: RunAction) -> None:
+def test_wait_until_gives_up_with_a_transient_failure(
+    free_ports: Callable[[int], int], run_action: Callable[..., Outputs]
+) -> None:
     """wait.until fails (transient) after its timeout when nothing answers."""
     started = time.monotonic()
     with pytest.raises(StepFailed, match="still not up after 0.5s") as failed:

@@ -6,14 +6,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import RunAction, free_ports
 
-from intent_pipelines.actions.base import ActionContext
+from intent_pipelines.actions.base import ActionContext, Outputs
 from intent_pipelines.errors import StepFailed
 from intent_pipelines.fleet import App, load_fleet, register_app
 from intent_pipelines.home import IntentHome
@@ -37,8 +37,9 @@ def platform(home: IntentHome, ctx: ActionContext) -> tuple[App, LocalPlatform]:
     return load_fleet(home.fleet_file).app("hello-api"), LocalPlatform(home, home.fleet_file, ctx)
 
 
-def test_build_switch_start_health_observe(sample: Path, home: IntentHome, run_action: RunAction,
-                                           step_lines: list[str]) -> None:
+def test_build_switch_start_health_observe(
+    sample: Path, home: IntentHome, run_action: Callable[..., Outputs], step_lines: list[str]
+) -> None:
     """A release built from git runs detached, passes health, and is reported by observe."""
     built = run_action("app.build", app="hello-api")
     assert built["previous"] == ""
@@ -62,8 +63,9 @@ def test_build_switch_start_health_observe(sample: Path, home: IntentHome, run_a
     assert state["port"] == port_of(home) and state["release"] == built["release"]
 
 
-def test_scale_restart_stop(sample: Path, home: IntentHome, ctx: ActionContext,
-                            run_action: RunAction) -> None:
+def test_scale_restart_stop(
+    sample: Path, home: IntentHome, ctx: ActionContext, run_action: Callable[..., Outputs]
+) -> None:
     """Scaling adds and removes replicas on consecutive ports; restart keeps the count; stop frees ports."""
     app, local = platform(home, ctx)
     run_action("app.start", app="hello-api")
@@ -84,7 +86,7 @@ def test_scale_restart_stop(sample: Path, home: IntentHome, ctx: ActionContext,
 
 
 def test_broken_release_fails_health_and_rollback_restores(
-    sample: Path, home: IntentHome, run_action: RunAction
+    sample: Path, home: IntentHome, run_action: Callable[..., Outputs]
 ) -> None:
     """A release with a BROKEN file fails health (transient); app.rollback brings back the good one."""
     good = run_action("app.build", app="hello-api")["release"]
@@ -125,8 +127,9 @@ def test_logs_filter_by_time_pattern_and_count(home: IntentHome, ctx: ActionCont
     assert len(local.logs(app)) == 4
 
 
-def test_stale_pid_file_is_reported_dead_and_cleared(sample: Path, home: IntentHome,
-                                                      ctx: ActionContext) -> None:
+def test_stale_pid_file_is_reported_dead_and_cleared(
+    sample: Path, home: IntentHome, ctx: ActionContext
+) -> None:
     """A pid file left by a crashed replica shows as dead and stop removes it without signalling."""
     app, local = platform(home, ctx)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -140,18 +143,24 @@ def test_stale_pid_file_is_reported_dead_and_cleared(sample: Path, home: IntentH
     assert not (run / "r1.json").exists() and not (run / "r1.pid").exists()
 
 
-def test_app_that_exits_at_once_fails_start_with_its_log(home: IntentHome, ctx: ActionContext,
-                                                         tmp_path: Path) -> None:
+def test_app_that_exits_at_once_fails_start_with_its_log(
+    free_ports: Callable[[int], int], home: IntentHome, ctx: ActionContext, tmp_path: Path
+) -> None:
     """A start command that dies immediately fails the step and quotes the replica's log."""
-    app = App(name="crash", source=str(tmp_path), port=free_ports(1),
-              start=[sys.executable, "-c", "print('bad config'); raise SystemExit(3)"])
+    app = App(
+        name="crash",
+        source=str(tmp_path),
+        port=free_ports(1),
+        start=[sys.executable, "-c", "print('bad config'); raise SystemExit(3)"],
+    )
     with pytest.raises(StepFailed, match="exited with 3 right after start") as failed:
         LocalPlatform(home, home.fleet_file, ctx).start(app, 1)
     assert "bad config" in failed.value.detail.stderr_tail
 
 
-def test_port_taken_by_another_process_is_refused(sample: Path, home: IntentHome,
-                                                  run_action: RunAction) -> None:
+def test_port_taken_by_another_process_is_refused(
+    sample: Path, home: IntentHome, run_action: Callable[..., Outputs]
+) -> None:
     """Starting on a port someone else listens on fails with a clear message instead of a crash loop."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port_of(home)))
@@ -160,25 +169,33 @@ def test_port_taken_by_another_process_is_refused(sample: Path, home: IntentHome
             run_action("app.start", app="hello-api")
 
 
-def test_detached_replica_does_not_hold_the_callers_output(sample: Path, home: IntentHome,
-                                                           tmp_path: Path) -> None:
+def test_detached_replica_does_not_hold_the_callers_output(
+    sample: Path, home: IntentHome, tmp_path: Path
+) -> None:
     """A process that starts a replica and exits releases its stdout pipe at once."""
     script = textwrap.dedent(f"""
         from pathlib import Path
         import intent_pipelines.actions.app as app
         from intent_pipelines.actions.base import ActionContext
         from intent_pipelines.home import IntentHome
-        ctx = ActionContext("r", "s", IntentHome(Path({str(home.root)!r})), Path({str(tmp_path / 'c.log')!r}))
+        ctx = ActionContext("r", "s", IntentHome(Path({str(home.root)!r})), Path({str(tmp_path / "c.log")!r}))
         print(app.start(ctx, app.StartInput(app="hello-api")))
     """)
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           timeout=30, env={**os.environ, "INTENT_HOME": str(home.root)})
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "INTENT_HOME": str(home.root)},
+    )
     assert child.returncode == 0, child.stderr
     assert "'replicas': 1" in child.stdout
     assert requests.get(f"http://127.0.0.1:{port_of(home)}/health", timeout=5).status_code == 200
 
 
-def test_unknown_ref_and_unknown_release_say_what_to_do(sample: Path, run_action: RunAction) -> None:
+def test_unknown_ref_and_unknown_release_say_what_to_do(
+    sample: Path, run_action: Callable[..., Outputs]
+) -> None:
     """Building a ref that does not exist or switching to an unknown release fails deterministically."""
     with pytest.raises(StepFailed, match="cannot resolve ref 'no-such-branch'") as failed:
         run_action("app.build", app="hello-api", ref="no-such-branch")
@@ -198,8 +215,9 @@ def test_relative_sqlite_database_lives_in_the_app_data_dir(home: IntentHome) ->
     assert database_url(home, App(name="y")) == ""
 
 
-def test_app_database_env_reaches_the_app(sample: Path, home: IntentHome, run_action: RunAction,
-                                          ctx: ActionContext) -> None:
+def test_app_database_env_reaches_the_app(
+    sample: Path, home: IntentHome, run_action: Callable[..., Outputs], ctx: ActionContext
+) -> None:
     """Replicas get APP_DATABASE, so hello-api serves the rows db.migrate created."""
     run_action("db.migrate", app="hello-api", action="apply")
     run_action("app.start", app="hello-api")
@@ -208,7 +226,7 @@ def test_app_database_env_reaches_the_app(sample: Path, home: IntentHome, run_ac
     assert [(i["name"], i["price_cents"]) for i in items] == [("apple", 120), ("pear", 90)]
 
 
-def test_previews_are_read_only(sample: Path, home: IntentHome, preview_action) -> None:
+def test_previews_are_read_only(sample: Path, home: IntentHome, preview_action: Callable[..., str]) -> None:
     """Previews describe the change and the current state without building or starting anything."""
     text = preview_action("app.build", app="hello-api", ref="HEAD")
     assert "build a release of hello-api at HEAD" in text and "0/0 replicas alive" in text
@@ -218,8 +236,7 @@ def test_previews_are_read_only(sample: Path, home: IntentHome, preview_action) 
     assert not (home.fleet_dir / "hello-api" / "run").exists()
 
 
-def test_register_keeps_other_apps_and_start_requires_a_command(home: IntentHome,
-                                                                ctx: ActionContext) -> None:
+def test_register_keeps_other_apps_and_start_requires_a_command(home: IntentHome, ctx: ActionContext) -> None:
     """An app without a start command cannot be started and says which key to add."""
     register_app(home.fleet_file, App(name="nostart", source="."))
     app = load_fleet(home.fleet_file).app("nostart")
