@@ -1,0 +1,41 @@
+# The two commands of the README: `make up` (set up and start the product) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export INTENT_HOME ?= $(CURDIR)/.intent_home
+export DAGSTER_HOME ?= $(INTENT_HOME)/dagster
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: setup up test test-unit lint bench clean
+
+# The virtualenv is rebuilt when pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Prepare INTENT_HOME (sample fleet, DAGSTER_HOME, pools), then start the webserver and daemon.
+up: setup
+	$(BIN)/intent init
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# Unit, integration and end-to-end tiers (benchmarks are separate: `make bench`).
+test: setup
+	$(BIN)/pytest -m "unit or integration or e2e" -q
+
+test-unit: setup
+	$(BIN)/pytest -m unit -q
+
+lint: setup
+	$(BIN)/ruff check intent_pipelines intent_pipelines_tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .intent_home

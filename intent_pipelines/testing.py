@@ -1,0 +1,99 @@
+"""Test helpers that ship with the package: free ports, a throwaway INTENT_HOME with the sample fleet."""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from intent_pipelines.actions.base import ActionContext
+from intent_pipelines.fleet import load_fleet, save_fleet
+from intent_pipelines.home import IntentHome
+from intent_pipelines.platforms.local import LocalPlatform
+from intent_pipelines.sample_fleet import install_sample_fleet
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive loopback ports that are free right now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def prepare_sample_home(root: Path, *, replicas: int = 4) -> IntentHome:
+    """An INTENT_HOME at ``root`` with hello-api on free ports (room for ``replicas``)."""
+    home = IntentHome(root).ensure()
+    fleet_file = install_sample_fleet(home)
+    fleet = load_fleet(fleet_file)
+    fleet.apps["hello-api"] = fleet.apps["hello-api"].model_copy(update={"port": free_ports(replicas)})
+    save_fleet(fleet_file, fleet)
+    return home
+
+
+def stop_fleet(home: IntentHome) -> None:
+    """Stop every local app process started under ``home`` (tests must leave nothing running)."""
+    fleet_file = home.fleet_file
+    ctx = ActionContext(request_id="cleanup", step_id="stop", home=home,
+                        log_path=home.root / "logs" / "cleanup.log")
+    platform = LocalPlatform(home, fleet_file, ctx)
+    for app in load_fleet(fleet_file).apps.values():
+        if app.platform == "local":
+            platform.stop(app)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a throwaway PostgreSQL on a loopback port and yield its SQLAlchemy URL.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
+    Raises RuntimeError when the binaries are not installed.
+    """
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) not found")
+    as_user: list[str] = []
+    # Its own directory under /tmp: pytest's tmp dirs are private to root and unreadable to `postgres`.
+    workdir = Path(tempfile.mkdtemp(prefix="intent-pg-"))
+    data, sockets = workdir / "pgdata", workdir / "pgsock"
+    sockets.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for path in (workdir, sockets):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_ports(1)
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, **quiet)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=on"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "pg.log"),
+                    "-w", "-t", "60", "start"], check=True, **quiet)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False, **quiet)
+        shutil.rmtree(workdir, ignore_errors=True)
