@@ -1,6 +1,5 @@
 """Fixtures for platform and action tests: a throwaway INTENT_HOME, a step context, free ports."""
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,37 +10,17 @@ import pytest
 import intent_pipelines.actions.app
 import intent_pipelines.actions.db
 import intent_pipelines.actions.http  # noqa: F401
+from intent_pipelines import testing
 from intent_pipelines.actions.base import REGISTRY, ActionContext, Outputs
-from intent_pipelines.fleet import load_fleet, register_app
 from intent_pipelines.home import IntentHome
-from intent_pipelines.platforms.local import LocalPlatform
-from intent_pipelines.sample_fleet import install_sample_fleet
 
 RunAction = Callable[..., Outputs]
-
-
-def _free_ports(count: int) -> int:
-    """Return the first of ``count`` consecutive loopback ports that are free right now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + count > 65535:
-            continue
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 @pytest.fixture
 def free_ports() -> Callable[[int], int]:
     """A function returning the first of N consecutive free loopback ports."""
-    return _free_ports
+    return testing.free_ports
 
 
 @pytest.fixture
@@ -89,13 +68,8 @@ def preview_action(ctx: ActionContext) -> Callable[..., str]:
 
 
 @pytest.fixture
-def sample(home: IntentHome, ctx: ActionContext) -> Iterator[Path]:
+def sample(home: IntentHome) -> Iterator[Path]:
     """The hello-api sample installed in INTENT_HOME on free ports; every replica stopped after."""
-    fleet_file = install_sample_fleet(home)
-    app = load_fleet(fleet_file).app("hello-api")
-    register_app(fleet_file, app.model_copy(update={"port": _free_ports(3)}))
+    testing.prepare_sample_home(home.root, replicas=3)
     yield home.fleet_dir / "src" / "hello-api"
-    platform = LocalPlatform(home, fleet_file, ctx)
-    for each in load_fleet(fleet_file).apps.values():
-        if each.platform == "local":
-            platform.stop(each)
+    testing.stop_fleet(home)
