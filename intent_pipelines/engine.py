@@ -118,7 +118,7 @@ class Engine:
         values: dict[str, str] = {}
         for name, capture in spec.context.items():
             call = render_call(ActionCall(run=capture.run), ns, where=f"context.{name}")
-            ctx = self._action_context(request_id, "_context", emit)
+            ctx = self._action_context(request_id, "_context", emit, secrets=_secret_values(spec, ns))
             try:
                 result = run_command(ctx, call.argv, timeout_s=capture.timeout)
                 values[name] = result.tail.strip().splitlines()[-1] if result.tail.strip() else ""
@@ -241,7 +241,8 @@ class Engine:
         step = spec.step(step_id)
         ns = self._namespace(spec, row, request_id)
         emit = _print_line(step_id)
-        ctx = self._action_context(request_id, step_id, emit, dry_run=row["dry_run"], timeout_s=step.timeout)
+        ctx = self._action_context(request_id, step_id, emit, dry_run=row["dry_run"], timeout_s=step.timeout,
+                                   secrets=_secret_values(spec, ns))
         self.store.update_request(request_id, phase=f"STEP {step_id}")
         if step.when is not None and not evaluate(step.when, ns, where=f"steps.{step_id}.when"):
             self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
@@ -255,7 +256,7 @@ class Engine:
             return {}
         self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
         self._audit("step.start", request_id, run_id, {"step": step_id, "attempt": attempt,
-                                                       "action": call.describe()})
+                                                       "action": ctx.redact(call.describe())})
         started = time.monotonic()
         try:
             with _LeaseKeeper(self.store, row["lock_key"], request_id):
@@ -266,14 +267,14 @@ class Engine:
             if retryable and attempt < step.retry.attempts:
                 wait_s = step.retry.backoff_policy().wait_before(attempt)
                 self._audit("step.retry", request_id, run_id, {
-                    "step": step_id, "attempt": attempt, "error": exc.message,
+                    "step": step_id, "attempt": attempt, "error": ctx.redact(exc.message),
                     "class": failure.value, "wait_ms": int(wait_s * 1000)})
                 emit(f"attempt {attempt}/{step.retry.attempts} failed ({failure.value}); "
                      f"retrying in {wait_s:.1f}s")
                 raise RetryStep(exc, wait_s, step.retry.attempts) from None
             self.store.set_step(request_id, step_id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
             self._audit("step.fail", request_id, run_id, {
-                "step": step_id, "attempt": attempt, "error": exc.message, "class": failure.value,
+                "step": step_id, "attempt": attempt, "error": ctx.redact(exc.message), "class": failure.value,
                 "error_class": type(exc).__name__, "exit_code": exc.detail.exit_code,
                 "duration_ms": int((time.monotonic() - started) * 1000)})
             self._complete(request_id, run_id, self._rollback(spec, request_id, run_id),
@@ -326,7 +327,7 @@ class Engine:
             step = spec.step(state["step_id"])
             assert step.rollback is not None
             ctx = self._action_context(request_id, f"{step.id}.rollback", _print_line(f"{step.id}.rollback"),
-                                       timeout_s=step.rollback.timeout)
+                                       timeout_s=step.rollback.timeout, secrets=_secret_values(spec, ns))
             self._audit("rollback.start", request_id, run_id, {"step": step.id})
             try:
                 self.execute(render_call(step.rollback, ns, where=f"steps.{step.id}.rollback"), ctx)
@@ -351,7 +352,7 @@ class Engine:
         self.store.update_request(request_id, phase="VERIFY")
         for check in spec.verify:
             ctx = self._action_context(request_id, f"verify.{check.id}", _print_line(f"verify.{check.id}"),
-                                       timeout_s=check.timeout)
+                                       timeout_s=check.timeout, secrets=_secret_values(spec, ns))
             try:
                 self.execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
             except IntentError as exc:
@@ -399,10 +400,17 @@ class Engine:
         self.store.append_audit(kind, request_id=request_id, run_id=run_id, body=body)
 
     def _action_context(self, request_id: str, step_id: str, emit: Callable[[str], None] | None,
-                        *, dry_run: bool = False, timeout_s: float | None = None) -> ActionContext:
+                        *, dry_run: bool = False, timeout_s: float | None = None,
+                        secrets: tuple[str, ...] = ()) -> ActionContext:
         return ActionContext(request_id=request_id, step_id=step_id, home=self.home,
                              log_path=self.home.step_log(request_id, step_id), dry_run=dry_run,
-                             timeout_s=timeout_s, emit=emit or (lambda line: None))
+                             timeout_s=timeout_s, emit=emit or (lambda line: None), secrets=secrets)
+
+
+def _secret_values(spec: IntentSpec, ns: Mapping[str, Any]) -> tuple[str, ...]:
+    """The values of the intent's secret params, to mask wherever text leaves the step."""
+    return tuple(str(ns["params"][name]) for name, p in spec.params.items()
+                 if p.secret and ns["params"].get(name) not in (None, ""))
 
 
 def _is_timeout_without_retry(error: StepFailed, step: StepSpec) -> bool:

@@ -29,9 +29,19 @@ class ActionContext:
     env: Mapping[str, str] = field(default_factory=dict)
     # Called with each line of output so the Dagster op can stream it; tests pass a list.append.
     emit: Callable[[str], None] = lambda line: None
+    # Values of secret params: masked in every log line, audit record and error message.
+    secrets: tuple[str, ...] = ()
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value replaced by ***."""
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def log(self, line: str) -> None:
-        """Append one line to the step log and stream it."""
+        """Append one line to the step log and stream it (secrets masked)."""
+        line = self.redact(line)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(line.rstrip("\n") + "\n")

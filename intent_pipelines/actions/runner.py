@@ -65,7 +65,7 @@ def run_command(
     Raises StepTimeout past ``timeout_s`` (process group killed) and, with ``check``, StepFailed
     on a non-zero exit, classified transient or deterministic from its output.
     """
-    command = " ".join(argv)
+    command = ctx.redact(" ".join(argv))
     full_env = {**os.environ, **(env or {})}
     ctx.log(f"$ {command}")
     started = time.monotonic()
@@ -119,12 +119,12 @@ def run_command(
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
                 line = raw.decode("utf-8", "replace")
-                tail.append(line)
+                tail.append(ctx.redact(line))
                 sink(line)
     sel.close()
     if buffer:
         line = buffer.decode("utf-8", "replace")
-        tail.append(line)
+        tail.append(ctx.redact(line))
         sink(line)
     if timed_out:
         _terminate_group(proc, grace_s)

@@ -9,10 +9,10 @@ from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 
 
-@lru_cache(maxsize=4)
-def _engine(home: str) -> Engine:
-    # One engine (and one database connection pool) per process and home.
-    return Engine(IntentHome(Path(home)) if home else IntentHome.from_env())
+@lru_cache(maxsize=8)
+def _engine(home: Path, store_url: str) -> Engine:
+    # One engine (and one database connection pool) per process, home and store.
+    return Engine(IntentHome(home))
 
 
 class IntentRuntime(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -22,4 +22,5 @@ class IntentRuntime(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def engine(self) -> Engine:
         """The engine for this home."""
-        return _engine(self.intent_home)
+        home = IntentHome(Path(self.intent_home).resolve()) if self.intent_home else IntentHome.from_env()
+        return _engine(home.root, home.store_url())

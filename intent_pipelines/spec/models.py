@@ -110,6 +110,15 @@ class ActionCall(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @field_validator("run", mode="before")
+    @classmethod
+    def _argv_scalars_are_words(cls, value: Any) -> Any:
+        # `run: [sleep, 5]` and `run: [true]` mean the words "5" and "true", not a number or bool.
+        if isinstance(value, list):
+            return [str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v
+                    for v in value]
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> "ActionCall":
         if (self.run is None) == (self.uses is None):
