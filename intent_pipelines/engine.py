@@ -206,7 +206,9 @@ class Engine:
     def _namespace(self, spec: IntentSpec, row: Mapping[str, Any], request_id: str) -> dict[str, Any]:
         given = {k: v for k, v in row["params"].items() if not spec.params[k].secret}
         values = resolve_params(spec, given)
-        return namespace(params=values, context=row["context"], outputs=self.store.outputs(request_id),
+        # A dry run produces no outputs: later steps show where their values would come from.
+        outputs = None if row["dry_run"] else self.store.outputs(request_id)
+        return namespace(params=values, context=row["context"], outputs=outputs,
                          app=self._app_view(spec, values),
                          request={"id": request_id, "dry_run": row["dry_run"], "reason": row["reason"]},
                          step_ids=[s.id for s in spec.steps])
@@ -388,10 +390,24 @@ class Engine:
             "status": status.value, "error": message, "exit_code": exit_code,
             "duration_ms": int((time.time() - row["started_at"]) * 1000)})
 
-    def abort_preflight(self, request_id: str, run_id: str, error: IntentError) -> None:
-        """Record a request that failed before its first step (when it got as far as a record)."""
-        row = self.store.request(request_id)
-        if row is not None and row["status"] == RequestStatus.RUNNING.value:
+    def abort_preflight(self, loaded: LoadedIntent, launch: LaunchRequest, *, request_id: str,
+                        run_id: str, error: IntentError) -> None:
+        """Record a request refused or failed in preflight, so every attempt is on the record.
+
+        Params are not recorded: they did not validate, and an unknown key might hold a secret.
+        """
+        if self.store.request(request_id) is None:
+            who = launch.who or getpass.getuser()
+            self.store.create_request(
+                request_id=request_id, intent=loaded.spec.name, run_id=run_id, params={}, context={},
+                plan_hash="", intent_sha256=loaded.sha256, lock_key=None, dry_run=launch.dry_run,
+                reason=launch.reason, who=who)
+            self._audit("request.refused", request_id, run_id, {
+                "intent": loaded.spec.name, "intent_sha256": loaded.sha256, "who": who,
+                "reason": launch.reason, "dry_run": launch.dry_run, "error": error.one_line(),
+                "error_class": type(error).__name__})
+        row = self._request(request_id)
+        if row["status"] == RequestStatus.RUNNING.value:
             self._complete(request_id, run_id, RequestStatus.FAILED, error=error)
 
     # --- helpers -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -59,7 +59,10 @@ def render_native(text: str, namespace: Mapping[str, Any], *, where: str = "") -
     if match is None:
         return render(text, namespace, where=where)
     try:
-        return _env(False).compile_expression(match["expr"], undefined_to_none=False)(**namespace)
+        value = _env(False).compile_expression(match["expr"], undefined_to_none=False)(**namespace)
+        if isinstance(value, Undefined):
+            str(value)  # a lone undefined (or unsafe) name is returned, not raised: make it raise
+        return value
     except (UndefinedError, SecurityError, TemplateSyntaxError, TypeError, ValueError) as exc:
         raise TemplateError(
             f"{where}: cannot render {text!r}: {exc}",

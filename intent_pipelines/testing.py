@@ -7,14 +7,20 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
+
 from intent_pipelines.actions.base import ActionContext
+from intent_pipelines.dagster_defs.jobs import make_intent_job
+from intent_pipelines.engine import Engine
 from intent_pipelines.fleet import load_fleet, save_fleet
 from intent_pipelines.home import IntentHome
 from intent_pipelines.platforms.local import LocalPlatform
 from intent_pipelines.sample_fleet import install_sample_fleet
+from intent_pipelines.spec.loader import IntentCatalog
 
 
 def free_ports(count: int = 1) -> int:
@@ -97,3 +103,14 @@ def postgres_server() -> Iterator[str]:
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False, **quiet)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_intent(name: str, config: dict[str, Any], instance: dg.DagsterInstance,
+               ) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
+    """Run an intent's job in process; return the result and the request row the engine recorded."""
+    job = make_intent_job(IntentCatalog.discover().get(name))
+    result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+    request = Engine(IntentHome.from_env()).store.request(result.run_id)
+    if request is None:
+        raise AssertionError(f"run {result.run_id} of {name} left no request record (preflight never ran)")
+    return result, request

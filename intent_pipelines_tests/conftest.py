@@ -4,7 +4,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
+
 
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
@@ -40,3 +42,13 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI: {exc}")
         pytest.skip(f"PostgreSQL not available: {exc}")
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A persistent (SQLite) Dagster instance in tmp, so re-execution can reload past runs."""
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster"),
+                                       overrides={"telemetry": {"enabled": False}}) as inst:
+        yield inst
+

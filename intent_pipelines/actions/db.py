@@ -186,12 +186,12 @@ def _plan(
     return []
 
 
-def _resolve(ctx: ActionContext, inp: MigrateInput) -> tuple[str, Path]:
+def _resolve(ctx: ActionContext, inp: MigrateInput, *, create: bool) -> tuple[str, Path]:
     """Return the database URL and migrations directory, from explicit inputs or the app."""
     url, directory = inp.url, Path(inp.dir) if inp.dir else None
     if inp.app:
         app = find_app(ctx.home, inp.app)
-        url = url or database_url(ctx.home, app)
+        url = url or database_url(ctx.home, app, create=create)
         directory = directory or code_dir(ctx.home, ctx.home.fleet_file, app) / app.migrations
         if not url:
             raise StepFailed(
@@ -246,8 +246,9 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _state(ctx: ActionContext, inp: MigrateInput) -> tuple[Engine, list[Migration], dict[int, str]]:
-    url, directory = _resolve(ctx, inp)
+def _state(ctx: ActionContext, inp: MigrateInput, *, create: bool = False,
+           ) -> tuple[Engine, list[Migration], dict[int, str]]:
+    url, directory = _resolve(ctx, inp, create=create)
     migrations = load_migrations(directory)
     engine = _engine(url)
     try:
@@ -282,7 +283,7 @@ def _preview(ctx: ActionContext, inp: MigrateInput) -> str:
 @action("db.migrate", MigrateInput, preview=_preview)
 def migrate(ctx: ActionContext, inp: MigrateInput) -> Outputs:
     """Show, apply or revert numbered SQL migrations, each in its own transaction."""
-    engine, migrations, applied = _state(ctx, inp)
+    engine, migrations, applied = _state(ctx, inp, create=True)
     done: list[str] = []
     try:
         plan = _plan(migrations, applied, inp)

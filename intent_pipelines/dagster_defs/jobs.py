@@ -48,7 +48,7 @@ def _preflight_op(loaded: LoadedIntent) -> dg.OpDefinition:
         try:
             plan = engine.preflight(loaded, launch, request_id=request_id, run_id=context.run_id)
         except IntentError as exc:
-            engine.abort_preflight(request_id, context.run_id, exc)
+            engine.abort_preflight(loaded, launch, request_id=request_id, run_id=context.run_id, error=exc)
             raise _failure(exc) from None
         context.add_output_metadata({"plan_hash": plan.plan_hash, "steps": len(plan.steps),
                                      "lock": plan.lock or "", "dry_run": launch.dry_run},

@@ -45,8 +45,11 @@ def app_dir(home: IntentHome, app: App) -> Path:
     return home.fleet_dir / app.name
 
 
-def database_url(home: IntentHome, app: App) -> str:
-    """Return the database URL; relative SQLite paths go to fleet/<app>/data to outlive releases."""
+def database_url(home: IntentHome, app: App, *, create: bool = False) -> str:
+    """Return the database URL; relative SQLite paths go to fleet/<app>/data to outlive releases.
+
+    ``create`` makes that data directory; previews leave it alone so a dry run changes nothing.
+    """
     if not app.database:
         return ""
     url = make_url(app.database)
@@ -54,7 +57,8 @@ def database_url(home: IntentHome, app: App) -> str:
     if url.get_backend_name() != "sqlite" or path in ("", ":memory:") or Path(path).is_absolute():
         return app.database
     data = app_dir(home, app) / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    if create:
+        data.mkdir(parents=True, exist_ok=True)
     return url.set(database=str(data / path)).render_as_string(hide_password=False)
 
 
@@ -307,7 +311,7 @@ class LocalPlatform:
             **app.env,
             "PORT": str(port),
             "APP_RELEASE": release,
-            "APP_DATABASE": database_url(self.home, app),
+            "APP_DATABASE": database_url(self.home, app, create=True),
         }
         argv = [arg.replace("{port}", str(port)) for arg in app.start]
         logs = app_dir(self.home, app) / "logs"

@@ -151,11 +151,12 @@ def _check_graph(spec: IntentSpec, lines: _LineMap) -> None:
     if cycle:
         raise lines.error(f"steps form a cycle: {' -> '.join(cycle)}", ("steps", ids[cycle[0]], "needs"),
                           "Break the cycle by removing one of these `needs`.")
-    check_ids = [c.id for c in spec.verify]
-    duplicates = {c for c in check_ids if check_ids.count(c) > 1}
-    if duplicates:
-        raise lines.error(f"duplicate verify id {sorted(duplicates)[0]!r}", ("verify",),
-                          "Give every check a unique id.")
+    check_ids: dict[str, int] = {}
+    for index, check in enumerate(spec.verify):
+        if check.id in check_ids:
+            raise lines.error(f"duplicate verify id {check.id!r} (also verify[{check_ids[check.id]}])",
+                              ("verify", index, "id"), "Give every check a unique id.")
+        check_ids[check.id] = index
 
 
 def find_cycle(needs: dict[str, list[str]]) -> list[str]:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -37,7 +38,8 @@ def _coerce(name: str, spec: ParamSpec, value: Any) -> Any:
                 raise ValueError
             return int(value)
         if kind == "number":
-            if isinstance(value, bool):
+            # nan compares false with min/max, so it would slip past them; inf is no quantity either.
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError
             return float(value)
         if kind == "boolean":

@@ -1,16 +1,13 @@
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
 
-from intent_pipelines.dagster_defs.jobs import make_intent_job
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
-from intent_pipelines.spec.loader import IntentCatalog
+from intent_pipelines.testing import run_intent
 
 pytestmark = pytest.mark.integration
 
@@ -27,25 +24,6 @@ def user_intents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_home: I
     directory.mkdir()
     monkeypatch.setenv("INTENTS_PATH", str(directory))
     return directory
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    (tmp_path / "dagster").mkdir()
-    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster"),
-                                       overrides={"telemetry": {"enabled": False}}) as inst:
-        yield inst
-
-
-def run_intent(name: str, config: dict[str, Any], instance: dg.DagsterInstance,
-               dirs: list[Path] | None = None) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
-    catalog = IntentCatalog.discover(dirs)
-    job = make_intent_job(catalog.get(name))
-    result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
-    engine = Engine(IntentHome.from_env())
-    request = engine.store.request(result.run_id)
-    assert request is not None, "preflight did not record the request"
-    return result, request
 
 
 def audit_kinds(engine: Engine, request_id: str) -> list[str]:

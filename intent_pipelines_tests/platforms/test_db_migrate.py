@@ -1,6 +1,5 @@
 """db.migrate on SQLite (and PostgreSQL when one is reachable): status, apply, down, preview."""
 
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -129,22 +128,10 @@ def test_app_database_and_migrations_come_from_the_fleet(
     assert (home.fleet_dir / "hello-api" / "data" / "hello.db").exists()
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("INTENT_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-    engine = create_engine(url, connect_args={"connect_timeout": 2})
-    try:
-        with engine.connect():
-            return url
-    except Exception:
-        pytest.skip(f"no PostgreSQL server at {url} (set INTENT_TEST_POSTGRES_URL)")
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.integration
-def test_postgres_apply_and_down(run_action: Callable[..., Outputs]) -> None:
+def test_postgres_apply_and_down(run_action: Callable[..., Outputs], postgres_url: str) -> None:
     """The same migrations apply and revert on PostgreSQL, inside a throwaway schema."""
-    base = _postgres_url()
+    base = postgres_url
     schema = f"intent_test_{uuid.uuid4().hex[:8]}"
     admin = create_engine(base)
     with admin.begin() as conn:
