@@ -34,6 +34,7 @@ def namespace(
     step_ids: list[str],
 ) -> dict[str, Any]:
     """The names a template sees; ``outputs=None`` means plan time (step outputs still pending)."""
+    steps: dict[str, dict[str, Mapping[str, Any]]]
     if outputs is None:
         steps = {s: {"outputs": _PendingOutputs(s)} for s in step_ids}
     else:

@@ -7,9 +7,9 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -92,16 +92,19 @@ def postgres_server() -> Iterator[str]:
             os.chown(path, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     port = free_ports(1)
-    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, **quiet)
+
+    def quiet(argv: list[str], *, check: bool) -> None:
+        subprocess.run(argv, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
+    quiet([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=on"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "pg.log"),
-                    "-w", "-t", "60", "start"], check=True, **quiet)
+    quiet([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "pg.log"),
+           "-w", "-t", "60", "start"], check=True)
     try:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False, **quiet)
+        quiet([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,5 +1,6 @@
 """Run one command without a shell: its own process group, a timeout, SIGTERM, grace, SIGKILL."""
 
+import contextlib
 import os
 import selectors
 import signal
@@ -35,14 +36,10 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -30,7 +30,7 @@ def _reject_floats(value: Any) -> None:
 
 
 def record_hash(seq: int, prev: bytes, body: bytes) -> bytes:
-    """SHA256("intent-audit/v1\\0" || u64be(seq) || prev || body)."""
+    r"""SHA256("intent-audit/v1\0" || u64be(seq) || prev || body)."""
     return hashlib.sha256(DOMAIN + struct.pack(">Q", seq) + prev + body).digest()
 
 

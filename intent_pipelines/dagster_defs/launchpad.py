@@ -28,7 +28,7 @@ def launch_config_class(spec: IntentSpec) -> type[dg.Config]:
     fields["dry_run"] = (bool, pydantic.Field(default=False, description="plan and log only; change nothing"))
     fields["confirm"] = (bool, pydantic.Field(default=False, description="confirm a change the policy guards"))
     fields["reason"] = (str, pydantic.Field(default="", description="why: recorded in the audit log"))
-    model: type[dg.Config] = pydantic.create_model(  # type: ignore[call-overload]
+    model: type[dg.Config] = pydantic.create_model(
         f"{spec.job_name}_launch", __base__=dg.Config, **fields)
     return model
 
@@ -36,7 +36,7 @@ def launch_config_class(spec: IntentSpec) -> type[dg.Config]:
 def preflight_config_schema() -> dict[str, Any]:
     """The inner config the mapping produces (and that a raw run config may give directly)."""
     return {
-        "params": dg.Field(dg.Permissive(), default_value={}),
+        "params": dg.Field(dg.Permissive(), default_value={}),  # type: ignore[no-untyped-call]
         "dry_run": dg.Field(bool, default_value=False),
         "confirm": dg.Field(bool, default_value=False),
         "reason": dg.Field(str, default_value=""),

@@ -37,7 +37,7 @@ class LoadedIntent:
         return hashlib.sha256(self.content.encode("utf-8")).hexdigest()
 
 
-class IntentYamlLoader(yaml.SafeLoader):
+class IntentYamlLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader with YAML 1.2 booleans: only true/false, so `on:`, `yes`, `no` stay strings."""
 
 

@@ -279,7 +279,7 @@ class StateStore:
             result = conn.execute(table.update()
                                   .where(table.c.key == key, table.c.request_id == request_id)
                                   .values(expires_at=time.time() + ttl_s))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     def release_lock(self, key: str, *, request_id: str) -> bool:
         """Release our lease; False when we did not hold it."""
@@ -287,7 +287,7 @@ class StateStore:
         with self._begin() as conn:
             result = conn.execute(table.delete().where(table.c.key == key,
                                                        table.c.request_id == request_id))
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     def lock_holder(self, key: str) -> LockHolder | None:
         table = schema.locks
