@@ -26,6 +26,8 @@ TRANSIENT_OUTPUT = [
 ]
 
 DETERMINISTIC_OUTPUT = [
+    "error: invalid timeout value \"abc\" for --timeout",
+    "kubectl: timeoutSeconds must be a positive integer",
     "cat: /etc/app.conf: No such file or directory",
     'ERROR:  syntax error at or near "SELEC"\nLINE 1: SELEC 1;',
     "bash: ./deploy.sh: Permission denied",

@@ -104,9 +104,12 @@ def run_command(
         if wait == 0.0:
             timed_out = True
             break
-        ready = sel.select(timeout=min(wait, 1.0) if wait is not None else 1.0)
-        if not ready and proc.poll() is not None:
-            break  # exited; a detached grandchild may still hold the pipe open
+        exited = proc.poll() is not None
+        # Once the command has exited, only drain what is already buffered: a detached
+        # grandchild may hold the pipe open forever.
+        ready = sel.select(timeout=0 if exited else min(wait, 1.0) if wait is not None else 1.0)
+        if not ready and exited:
+            break
         for _key, _ in ready:
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
