@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.testing import postgres_server, prepare_sample_home, stop_fleet
