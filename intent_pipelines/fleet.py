@@ -59,10 +59,9 @@ class Fleet(_Strict):
             return self.apps[name]
         except KeyError:
             known = ", ".join(sorted(self.apps)) or "none"
-            raise FleetError(
-                f"app {name!r} is not in the fleet (known: {known})",
-                hint="Add it to fleet.yaml or check the spelling.",
-            ) from None
+            hint = ("Add it to fleet.yaml or check the spelling." if self.apps
+                    else "Run `intent init` for the sample fleet, or add the app to fleet.yaml.")
+            raise FleetError(f"app {name!r} is not in the fleet (known: {known})", hint=hint) from None
 
 
 def load_fleet(path: Path) -> Fleet:
