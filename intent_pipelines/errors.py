@@ -15,7 +15,8 @@
     │   └── StepTimeout       (11)   a step ran past its timeout and was killed
     ├── RolledBack            (12)   a step failed and the completed steps were rolled back
     ├── RollbackFailed        (13)   a step failed and a rollback also failed: look at it now
-    └── VerifyFailed          (14)   the steps ran but a verify check did not pass
+    ├── VerifyFailed          (14)   the steps ran but a verify check did not pass
+    └── AuditBroken           (20)   the audit chain or a checkpoint was tampered with
 
 Exit code 0 means success; 1 is reserved for unexpected internal errors (a bug: please report).
 Every error message is one line: what went wrong, then what to do next.
@@ -171,6 +172,12 @@ class VerifyFailed(IntentError):
     exit_code = 14
 
 
+class AuditBroken(IntentError):
+    """The audit chain failed verification: a record or checkpoint was changed, removed or added."""
+
+    exit_code = 20
+
+
 def exit_code_table() -> list[tuple[int, str, str]]:
     """Return (code, error, meaning) rows for docs and ``intent --help``."""
     rows: list[tuple[int, str, str]] = [(0, "-", "success"), (1, "-", "internal error (a bug)")]
@@ -190,6 +197,7 @@ def exit_code_table() -> list[tuple[int, str, str]]:
         RolledBack,
         RollbackFailed,
         VerifyFailed,
+        AuditBroken,
     ):
         rows.append((cls.exit_code, cls.__name__, (cls.__doc__ or "").strip().rstrip(".")))
     return rows

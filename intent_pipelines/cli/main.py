@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from intent_pipelines.cli.audit import audit
 from intent_pipelines.cli.context import POOL_LIMITS, CliContext
 from intent_pipelines.cli.output import console, print_error, print_json
 from intent_pipelines.errors import (
@@ -233,6 +234,9 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
             line += f" — {outcome['error']}"
         console.print(line, markup=False)
     sys.exit(outcome["exit_code"])
+
+
+main.add_command(audit)
 
 
 @main.command()

@@ -76,3 +76,12 @@ intent_files = sa.Table(
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("content", sa.Text, nullable=False),
 )
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    # The checkpoint's canonical JSON, exactly as written to its files.
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)

@@ -120,10 +120,68 @@ class StateStore:
         query = sa.select(table).where(table.c.seq > after_seq).order_by(table.c.seq)
         if request_id:
             query = query.where(table.c.request_id == request_id)
+        yield from self._audit_query(query)
+
+    def audit_record(self, seq: int) -> AuditRecord | None:
+        """One record by sequence number."""
+        return next(self._audit_query(sa.select(schema.audit_events).where(schema.audit_events.c.seq == seq)),
+                    None)
+
+    def audit_seq_range(self, ts_from: str, ts_to: str) -> tuple[int, int] | None:
+        """First and last seq of records with ts_from <= ts < ts_to (ISO strings), if any."""
+        table = schema.audit_events
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sa.func.min(table.c.seq), sa.func.max(table.c.seq))
+                               .where(table.c.ts >= ts_from, table.c.ts < ts_to)).first()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def audit_raw(self, first_seq: int = 0, last_seq: int | None = None,
+                  batch: int = 50_000) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """(seq, prev, hash, body) in seq order, streamed in batches; what verification reads."""
+        table = schema.audit_events
+        cursor = first_seq - 1
+        while True:
+            query = (sa.select(table.c.seq, table.c.prev, table.c.hash, table.c.body)
+                     .where(table.c.seq > cursor).order_by(table.c.seq).limit(batch))
+            if last_seq is not None:
+                query = query.where(table.c.seq <= last_seq)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield int(row.seq), bytes(row.prev), bytes(row.hash), bytes(row.body)
+            if len(rows) < batch:
+                return
+            cursor = int(rows[-1].seq)
+
+    def audit_records_between(self, first_seq: int, last_seq: int) -> Iterator[AuditRecord]:
+        """Records with first_seq <= seq <= last_seq, in order."""
+        table = schema.audit_events
+        yield from self._audit_query(sa.select(table).where(table.c.seq >= first_seq, table.c.seq <= last_seq)
+                                     .order_by(table.c.seq))
+
+    def request_intents(self) -> dict[str, str]:
+        """Intent name of every request, for the typed columns of the Parquet export."""
+        with self.engine.connect() as conn:
+            return {r.request_id: r.intent for r in conn.execute(
+                sa.select(schema.requests.c.request_id, schema.requests.c.intent))}
+
+    def _audit_query(self, query: Any) -> Iterator[AuditRecord]:
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 yield AuditRecord(row.v, row.seq, row.ts, row.request_id, row.run_id, row.kind,
                                   bytes(row.prev), bytes(row.hash), bytes(row.body))
+
+    # --- audit checkpoints ---------------------------------------------------------------------
+
+    def checkpoint_bodies(self) -> dict[int, bytes]:
+        """Stored checkpoints (canonical JSON) by number."""
+        table = schema.audit_checkpoints
+        with self.engine.connect() as conn:
+            return {int(r.number): bytes(r.body) for r in conn.execute(sa.select(table).order_by(table.c.number))}
+
+    def add_checkpoint(self, number: int, size: int, body: bytes) -> None:
+        with self._begin() as conn:
+            conn.execute(schema.audit_checkpoints.insert().values(number=number, size=size, body=body))
 
     # --- intent files --------------------------------------------------------------------------
 

@@ -1,0 +1,130 @@
+"""Integrity checks of a live store or of exported files: verify, take checkpoints, raise the alert."""
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from intent_pipelines.audit.checkpoint import GENESIS_DIGEST, Checkpoint, anchor_dir, read_dir, write_once
+from intent_pipelines.audit.export import day_bounds, parquet_files, read_records
+from intent_pipelines.audit.merkle import merkle_root
+from intent_pipelines.audit.record import GENESIS_PREV
+from intent_pipelines.audit.verify import BreakKind, ChainBreak, VerifyResult, verify_records
+from intent_pipelines.errors import AuditBroken, UsageError
+from intent_pipelines.home import IntentHome
+from intent_pipelines.store import StateStore
+
+ALERT_FILE = "audit-integrity.log"
+
+
+def checkpoint_dir(home: IntentHome) -> Path:
+    return home.root / "audit" / "checkpoints"
+
+
+def resolve_checkpoints(copies: dict[str, dict[int, bytes]]) -> tuple[list[Checkpoint], list[ChainBreak]]:
+    """Merge the copies of each checkpoint (store, files, anchor); any disagreement is a break.
+
+    The most protected copy wins (anchor, then file, then store), and the checkpoints must chain.
+    """
+    breaks: list[ChainBreak] = []
+    numbers = sorted({n for bodies in copies.values() for n in bodies})
+    trusted: list[Checkpoint] = []
+    for number in numbers:
+        versions = {source: bodies[number] for source, bodies in copies.items() if number in bodies}
+        chosen = next(versions[s] for s in ("anchor", "file", "store") if s in versions)
+        try:
+            checkpoint = Checkpoint.from_json(chosen)
+        except (ValueError, KeyError) as exc:
+            breaks.append(ChainBreak(0, BreakKind.CHECKPOINT_ALTERED, f"checkpoint {number} is unreadable: {exc}"))
+            continue
+        if len(set(versions.values())) > 1:
+            differing = ", ".join(sorted(s for s, body in versions.items() if body != chosen))
+            breaks.append(ChainBreak(checkpoint.size, BreakKind.CHECKPOINT_ALTERED,
+                                     f"checkpoint {number} altered: the {differing} copy differs"))
+        expected_prev = trusted[-1].digest if trusted else GENESIS_DIGEST
+        if checkpoint.prev_digest != expected_prev or checkpoint.number != number:
+            breaks.append(ChainBreak(checkpoint.size, BreakKind.CHECKPOINT_ALTERED,
+                                     f"checkpoint {number} does not chain to checkpoint {number - 1}"))
+        trusted.append(checkpoint)
+    return trusted, breaks
+
+
+def store_checkpoints(store: StateStore, home: IntentHome) -> tuple[list[Checkpoint], list[ChainBreak]]:
+    copies = {"store": store.checkpoint_bodies(), "file": read_dir(checkpoint_dir(home))}
+    anchor = anchor_dir()
+    if anchor is not None:
+        copies["anchor"] = read_dir(anchor)
+    return resolve_checkpoints(copies)
+
+
+def verify_store(store: StateStore, home: IntentHome, *, first_seq: int | None = None,
+                 last_seq: int | None = None) -> VerifyResult:
+    """Verify the whole chain and its checkpoints, or the segment first_seq..last_seq."""
+    checkpoints, checkpoint_breaks = store_checkpoints(store, home)
+    if first_seq is None or first_seq == 0 and last_seq is None:
+        result = verify_records(store.audit_raw(), checkpoints=checkpoints)
+    else:
+        before = store.audit_record(first_seq - 1) if first_seq > 0 else None
+        result = verify_records(store.audit_raw(first_seq, last_seq), start_seq=first_seq,
+                                start_prev=before.hash if before else GENESIS_PREV)
+    result.breaks += checkpoint_breaks
+    return result
+
+
+def verify_parquet(root: Path, checkpoints_from: Path | None) -> VerifyResult:
+    """Verify exported files alone (no database); checkpoints from a directory of checkpoint files."""
+    files = parquet_files(root)
+    if not files:
+        raise UsageError(f"no audit Parquet files under {root}",
+                         hint="Point --parquet at the warehouse's audit_events directory or one file.")
+    checkpoints, breaks = resolve_checkpoints({"file": read_dir(checkpoints_from)} if checkpoints_from else {})
+    first = next(read_records(files[:1]), None)
+    start_seq = first[0] if first else 0
+    start_prev = first[1] if first and start_seq > 0 else GENESIS_PREV
+    result = verify_records(read_records(files), checkpoints=checkpoints, start_seq=start_seq,
+                            start_prev=start_prev)
+    result.breaks += breaks
+    return result
+
+
+def day_range(store: StateStore, first: date, last: date) -> tuple[int, int] | None:
+    """First and last seq of the records of the UTC days first..last."""
+    start, _ = day_bounds(first)
+    _, end = day_bounds(last)
+    return store.audit_seq_range(start, end)
+
+
+def take_checkpoint(store: StateStore, home: IntentHome) -> Checkpoint:
+    """Verify everything, then record (size, head, Merkle root) in the store, a file and the anchor."""
+    result = verify_store(store, home)
+    if not result.ok:
+        raise_broken(home, result)
+    checkpoints, _ = store_checkpoints(store, home)
+    hashes = [record[2] for record in store.audit_raw()]
+    checkpoint = Checkpoint(
+        number=(checkpoints[-1].number + 1) if checkpoints else 1,
+        size=len(hashes),
+        head=hashes[-1] if hashes else GENESIS_PREV,
+        root=merkle_root(hashes),
+        ts=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        prev_digest=checkpoints[-1].digest if checkpoints else GENESIS_DIGEST,
+    )
+    write_once(checkpoint_dir(home), checkpoint)
+    anchor = anchor_dir()
+    if anchor is not None:
+        write_once(anchor, checkpoint)
+    store.add_checkpoint(checkpoint.number, checkpoint.size, checkpoint.to_json())
+    return checkpoint
+
+
+def raise_broken(home: IntentHome, result: VerifyResult) -> None:
+    """Append the alert line and raise AuditBroken naming the first break."""
+    first = result.first_break
+    assert first is not None
+    home.alerts.mkdir(parents=True, exist_ok=True)
+    line = {"ts": datetime.now(UTC).isoformat(timespec="seconds"), "alert": "audit_chain_broken",
+            "first_bad_seq": first.seq, "kind": first.kind.value, "detail": first.detail,
+            "records_checked": result.records}
+    with (home.alerts / ALERT_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
+    raise AuditBroken(f"audit chain broken at seq {first.seq}: {first.kind.value} ({first.detail})",
+                      hint="Do not write to the store until it is investigated; see docs/audit-format.md.")

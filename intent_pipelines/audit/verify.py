@@ -1,0 +1,147 @@
+"""Verify an audit chain from any source of records: links, hashes, order, and checkpoints."""
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from intent_pipelines.audit.checkpoint import Checkpoint
+from intent_pipelines.audit.merkle import merkle_root
+from intent_pipelines.audit.record import DOMAIN, GENESIS_PREV
+
+
+class BreakKind(str, Enum):
+    """How a chain can be broken; each names what was changed."""
+
+    HASH_MISMATCH = "hash_mismatch"  # a record's stored hash is not the hash of its bytes
+    PREV_MISMATCH = "prev_mismatch"  # a record does not link to the one before it
+    SEQ_GAP = "seq_gap"  # records are missing (deleted) in the middle
+    SEQ_DUPLICATE = "seq_duplicate"  # a sequence number occurs twice
+    SEQ_REORDER = "seq_reorder"  # a sequence number goes backwards (swapped records)
+    TRUNCATED = "truncated"  # fewer records than a checkpoint covered: the tail was cut
+    REWRITTEN = "rewritten"  # records a checkpoint covered changed (even if re-chained)
+    CHECKPOINT_ALTERED = "checkpoint_altered"  # a checkpoint differs from its other copies
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first place the chain is broken."""
+
+    seq: int
+    kind: BreakKind
+    detail: str
+
+
+@dataclass
+class VerifyResult:
+    """What verification saw; ``ok`` when nothing is broken."""
+
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head: bytes = GENESIS_PREV
+    checkpoints_checked: list[int] = field(default_factory=list)
+    breaks: list[ChainBreak] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    @property
+    def first_break(self) -> ChainBreak | None:
+        return min(self.breaks, key=lambda b: b.seq) if self.breaks else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape documented in docs/audit-format.md."""
+        first = self.first_break
+        return {
+            "schema": "intent-audit-verify/v1",
+            "ok": self.ok,
+            "records_checked": self.records,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head": self.head.hex(),
+            "checkpoints_checked": self.checkpoints_checked,
+            "first_break": None if first is None else
+            {"seq": first.seq, "kind": first.kind.value, "detail": first.detail},
+            "breaks": [{"seq": b.seq, "kind": b.kind.value, "detail": b.detail} for b in self.breaks],
+        }
+
+
+RecordTuple = tuple[int, bytes, bytes, bytes]  # seq, prev, hash, body
+
+
+def verify_records(
+    records: Iterable[RecordTuple],
+    *,
+    checkpoints: Sequence[Checkpoint] = (),
+    start_seq: int = 0,
+    start_prev: bytes = GENESIS_PREV,
+    max_breaks: int = 20,
+) -> VerifyResult:
+    """Check every link and hash in order; then that each checkpoint still matches the records.
+
+    Records are hashed from their stored bytes, never re-serialized. Checkpoints are checked only
+    when verification starts at seq 0 (their Merkle roots cover the chain from its start).
+    """
+    result = VerifyResult()
+    expected_seq, prev = start_seq, start_prev
+    hashes: list[bytes] = []
+    sha256, pack, domain = hashlib.sha256, struct.Struct(">Q").pack, DOMAIN
+
+    def broken(seq: int, kind: BreakKind, detail: str) -> bool:
+        result.breaks.append(ChainBreak(seq, kind, detail))
+        return len(result.breaks) >= max_breaks
+
+    for seq, rec_prev, rec_hash, body in records:
+        if result.first_seq is None:
+            result.first_seq = seq
+        result.records += 1
+        if seq != expected_seq:
+            if seq > expected_seq:
+                kind, detail = BreakKind.SEQ_GAP, f"expected seq {expected_seq}, found {seq}"
+            elif seq == expected_seq - 1:
+                kind, detail = BreakKind.SEQ_DUPLICATE, f"seq {seq} occurs twice"
+            else:
+                kind, detail = BreakKind.SEQ_REORDER, f"seq {seq} after seq {expected_seq - 1}"
+            if broken(min(seq, expected_seq), kind, detail):
+                break
+        elif rec_prev != prev:
+            if broken(seq, BreakKind.PREV_MISMATCH, "prev is not the hash of the record before"):
+                break
+        if sha256(domain + pack(seq) + rec_prev + body).digest() != rec_hash:
+            if broken(seq, BreakKind.HASH_MISMATCH, "stored hash does not match the record's bytes"):
+                break
+        hashes.append(rec_hash)
+        prev, expected_seq = rec_hash, seq + 1
+        result.last_seq, result.head = seq, rec_hash
+    if start_seq == 0 and result.ok:
+        _check_checkpoints(result, hashes, checkpoints)
+    return result
+
+
+def _check_checkpoints(result: VerifyResult, hashes: list[bytes], checkpoints: Sequence[Checkpoint]) -> None:
+    """Heads localize a rewrite (a valid chain with the same head has the same past); the latest
+    checkpoint's Merkle root is recomputed too, as a third party holding only it would.
+    """
+    ordered = sorted(checkpoints, key=lambda c: c.size)
+    previous_size = 0
+    for checkpoint in ordered:
+        result.checkpoints_checked.append(checkpoint.number)
+        if len(hashes) < checkpoint.size:
+            result.breaks.append(ChainBreak(
+                len(hashes), BreakKind.TRUNCATED,
+                f"checkpoint {checkpoint.number} covered {checkpoint.size} records, only {len(hashes)} "
+                f"remain: truncated since checkpoint {checkpoint.number}"))
+            return
+        head = hashes[checkpoint.size - 1] if checkpoint.size else GENESIS_PREV
+        is_latest = checkpoint is ordered[-1]
+        if head != checkpoint.head or (is_latest and merkle_root(hashes[:checkpoint.size]) != checkpoint.root):
+            result.breaks.append(ChainBreak(
+                previous_size, BreakKind.REWRITTEN,
+                f"records {previous_size}..{checkpoint.size - 1} no longer match checkpoint "
+                f"{checkpoint.number}: rewritten since it was taken"))
+            return
+        previous_size = checkpoint.size
