@@ -123,7 +123,9 @@ def verify_records(
 
 
 def _check_checkpoints(result: VerifyResult, hashes: list[bytes], checkpoints: Sequence[Checkpoint]) -> None:
-    """Heads localize a rewrite (a valid chain with the same head has the same past); the latest
+    """Check each checkpoint against the verified records.
+
+    Heads localize a rewrite (a valid chain with the same head has the same past); the latest
     checkpoint's Merkle root is recomputed too, as a third party holding only it would.
     """
     ordered = sorted(checkpoints, key=lambda c: c.size)

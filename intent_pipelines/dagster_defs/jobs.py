@@ -121,7 +121,8 @@ def make_intent_job(loaded: LoadedIntent) -> dg.JobDefinition:
         dg.NodeInvocation(preflight.name, alias=PREFLIGHT): {}}
     needed = {n for s in spec.steps for n in s.needs}
     for step in spec.steps:
-        op_def = _step_op(spec, step.id, step.name or (f"uses {step.uses}" if step.uses else "run a command"), step.pool)
+        description = step.name or (f"uses {step.uses}" if step.uses else "run a command")
+        op_def = _step_op(spec, step.id, description, step.pool)
         node_defs.append(op_def)
         dependencies[dg.NodeInvocation(op_def.name, alias=step.id)] = _after(step.needs or [PREFLIGHT])
     sinks = [s.id for s in spec.steps if s.id not in needed]
