@@ -1,9 +1,10 @@
-"""The one Definitions the workspace loads: a job per intent, plus the shared runtime resource."""
+"""The one Definitions the workspace loads: a job per intent, the audit assets, and the shared runtime resource."""
 
 import logging
 
 import dagster as dg
 
+from intent_pipelines.dagster_defs.audit_assets import audit_definitions
 from intent_pipelines.dagster_defs.jobs import RUNTIME_KEY, make_intent_job
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.errors import SpecError
@@ -19,10 +20,11 @@ def make_definitions() -> dg.Definitions:
     for problem in problems:
         # One bad file must not take the whole code location (and every other intent) down.
         _log.warning("skipping intent file: %s (run `intent validate`)", problem.one_line())
-    return dg.Definitions(
+    intents = dg.Definitions(
         jobs=[make_intent_job(loaded) for loaded in catalog],
         resources={RUNTIME_KEY: IntentRuntime()},
     )
+    return dg.Definitions.merge(intents, audit_definitions())
 
 
 defs = make_definitions()

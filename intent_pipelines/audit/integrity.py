@@ -1,6 +1,7 @@
 """Integrity checks of a live store or of exported files: verify, take checkpoints, raise the alert."""
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -116,15 +117,24 @@ def take_checkpoint(store: StateStore, home: IntentHome) -> Checkpoint:
     return checkpoint
 
 
-def raise_broken(home: IntentHome, result: VerifyResult) -> None:
-    """Append the alert line and raise AuditBroken naming the first break."""
+def write_alert(home: IntentHome, result: VerifyResult, *, extra: Mapping[str, str] | None = None) -> Path:
+    """Append one JSON line naming the first break to INTENT_HOME/logs/alerts/audit-integrity.log."""
     first = result.first_break
     assert first is not None
     home.alerts.mkdir(parents=True, exist_ok=True)
     line = {"ts": datetime.now(UTC).isoformat(timespec="seconds"), "alert": "audit_chain_broken",
             "first_bad_seq": first.seq, "kind": first.kind.value, "detail": first.detail,
-            "records_checked": result.records}
-    with (home.alerts / ALERT_FILE).open("a", encoding="utf-8") as fh:
+            "records_checked": result.records, **(extra or {})}
+    path = home.alerts / ALERT_FILE
+    with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(line, sort_keys=True) + "\n")
+    return path
+
+
+def raise_broken(home: IntentHome, result: VerifyResult) -> None:
+    """Append the alert line and raise AuditBroken naming the first break."""
+    write_alert(home, result)
+    first = result.first_break
+    assert first is not None
     raise AuditBroken(f"audit chain broken at seq {first.seq}: {first.kind.value} ({first.detail})",
                       hint="Do not write to the store until it is investigated; see docs/audit-format.md.")

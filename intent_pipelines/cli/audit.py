@@ -6,15 +6,6 @@ from pathlib import Path
 
 import click
 
-from intent_pipelines.audit.export import export_day, request_timeline
-from intent_pipelines.audit.integrity import (
-    checkpoint_dir,
-    day_range,
-    raise_broken,
-    take_checkpoint,
-    verify_parquet,
-    verify_store,
-)
 from intent_pipelines.audit.verify import VerifyResult
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.output import console, print_json
@@ -72,6 +63,15 @@ def audit() -> None:
 def verify(cli: CliContext, day: str | None, days: int | None, first: str | None, last: str | None,
            request_id: str | None, parquet: Path | None, checkpoints: Path | None, fmt: str) -> None:
     """Verify the audit chain: exit 0 when intact, 20 naming the first bad seq when not."""
+    # Imported here: pyarrow costs ~0.1 s that `intent run` should not pay.
+    from intent_pipelines.audit.integrity import (
+        checkpoint_dir,
+        day_range,
+        raise_broken,
+        verify_parquet,
+        verify_store,
+    )
+
     span = _days(_date(day, "--date"), days, _date(first, "--from"), _date(last, "--to"))
     if parquet is not None:
         if span or request_id:
@@ -114,6 +114,8 @@ def _print_summary(result: VerifyResult) -> None:
 @pass_ctx
 def show(cli: CliContext, request_id: str, as_json: bool) -> None:
     """A readable timeline of one request."""
+    from intent_pipelines.audit.export import request_timeline
+
     timeline = request_timeline(cli.engine.store, request_id)
     if not timeline:
         raise UsageError(f"no audit records for request {request_id}", hint="Check the id (`intent status`).")
@@ -133,6 +135,8 @@ def show(cli: CliContext, request_id: str, as_json: bool) -> None:
 @pass_ctx
 def export(cli: CliContext, day: str, out: Path | None) -> None:
     """Write one day of the chain to Parquet (what the audit_events asset materializes)."""
+    from intent_pipelines.audit.export import export_day
+
     chosen = _date(day, "--date")
     assert chosen is not None
     path, rows = export_day(cli.engine.store, chosen, out or cli.home.warehouse / "audit_events")
@@ -143,6 +147,8 @@ def export(cli: CliContext, day: str, out: Path | None) -> None:
 @pass_ctx
 def checkpoint(cli: CliContext) -> None:
     """Verify the chain, then record a checkpoint (size, head, Merkle root)."""
+    from intent_pipelines.audit.integrity import take_checkpoint
+
     taken = take_checkpoint(cli.engine.store, cli.home)
     console.print(f"checkpoint {taken.number}: {taken.size} records, head {taken.head.hex()[:16]}, "
                   f"root {taken.root.hex()[:16]}", markup=False)

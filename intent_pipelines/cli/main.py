@@ -236,7 +236,7 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
     sys.exit(outcome["exit_code"])
 
 
-main.add_command(audit)
+main.add_command(audit)  # its heavy imports (pyarrow) happen only when an audit command runs
 
 
 @main.command()

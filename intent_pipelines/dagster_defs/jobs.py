@@ -1,5 +1,6 @@
 """One Dagster job per intent: preflight -> one op per step (ordering-only edges) -> finish."""
 
+from functools import lru_cache
 from typing import Any
 
 import dagster as dg
@@ -9,7 +10,7 @@ from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.engine import LaunchRequest, RetryStep
 from intent_pipelines.errors import IntentError
 from intent_pipelines.plan import dag_levels
-from intent_pipelines.spec.loader import IntentCatalog, LoadedIntent
+from intent_pipelines.spec.loader import LoadedIntent, find_intent
 from intent_pipelines.spec.models import IntentSpec
 
 FINISH = "finish"
@@ -96,7 +97,7 @@ def _finish_op(spec: IntentSpec) -> dg.OpDefinition:
 # with the package preloaded makes each step process start in well under a second.
 PARALLEL_EXECUTOR = dg.multiprocess_executor.configured({
     "max_concurrent": 8,
-    "start_method": {"forkserver": {"preload_modules": ["intent_pipelines.dagster_defs.jobs"]}},
+    "start_method": {"forkserver": {"preload_modules": ["intent_pipelines.dagster_defs.preload"]}},
 })
 
 
@@ -143,6 +144,11 @@ def make_intent_job(loaded: LoadedIntent) -> dg.JobDefinition:
     )
 
 
+@lru_cache(maxsize=32)
 def job_for(name: str) -> dg.JobDefinition:
-    """Rebuild one intent's job by name: the reconstructor the CLI hands to execute_job."""
-    return make_intent_job(IntentCatalog.discover().get(name))
+    """Rebuild one intent's job by name: the reconstructor the CLI hands to execute_job.
+
+    Dagster calls it several times per run and in every step process, so it reads one file and
+    caches the job for the life of the process.
+    """
+    return make_intent_job(find_intent(name))

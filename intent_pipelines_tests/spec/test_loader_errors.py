@@ -350,7 +350,7 @@ BAD_INTENTS = [
         steps:
           - id: a
              run: [echo]  # <-
-        """, "", "not valid YAML: mapping values are not allowed here"),
+        """, "", "not valid YAML: mapping values are not allowed"),
     ("not-a-mapping", """
         - name: demo  # <-
         - summary: s
