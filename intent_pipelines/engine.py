@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from intent_pipelines.actions import registry
 from intent_pipelines.actions.base import ActionContext, Outputs
 from intent_pipelines.actions.runner import run_command
@@ -26,7 +28,7 @@ from intent_pipelines.errors import (
 )
 from intent_pipelines.fleet import load_fleet
 from intent_pipelines.home import IntentHome
-from intent_pipelines.plan import ExecutionPlan, RenderedCall, build_plan, namespace, render_call
+from intent_pipelines.plan import ExecutionPlan, RenderedCall, build_plan, namespace, render_call, request_view
 from intent_pipelines.rendering import evaluate
 from intent_pipelines.retries import FailureClass, RetryOn, should_retry
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
@@ -114,7 +116,7 @@ class Engine:
                         emit: Callable[[str], None] | None = None) -> dict[str, str]:
         """Run the intent's context commands once and return their trimmed output."""
         ns = namespace(params=params, context={}, outputs=None, app=self._app_view(spec, params),
-                       request={"id": request_id}, step_ids=[])
+                       request=request_view(request_id), step_ids=[])
         values: dict[str, str] = {}
         for name, capture in spec.context.items():
             call = render_call(ActionCall(run=capture.run), ns, where=f"context.{name}")
@@ -210,7 +212,7 @@ class Engine:
         outputs = None if row["dry_run"] else self.store.outputs(request_id)
         return namespace(params=values, context=row["context"], outputs=outputs,
                          app=self._app_view(spec, values),
-                         request={"id": request_id, "dry_run": row["dry_run"], "reason": row["reason"]},
+                         request=request_view(request_id, dry_run=row["dry_run"], reason=row["reason"]),
                          step_ids=[s.id for s in spec.steps])
 
     def _resume_if_needed(self, row: dict[str, Any], run_id: str) -> None:
@@ -233,7 +235,11 @@ class Engine:
         self._audit("request.resume", row["request_id"], run_id, {"previous_run_id": row["run_id"]})
 
     def run_step(self, request_id: str, step_id: str, *, run_id: str, attempt: int = 1) -> Outputs:
-        """Run one step (attempt is 1-based). Raises RetryStep, or the final error after rollback."""
+        """Run one step (attempt is 1-based). Raises RetryStep, or the final error after rollback.
+
+        Any error on the way (a template that cannot render, an unknown app, a bug in an action)
+        fails the request the same way a failing command does: nothing is left RUNNING.
+        """
         row = self._request(request_id)
         self._resume_if_needed(row, run_id)
         state = self.store.step_state(request_id, step_id)
@@ -241,53 +247,83 @@ class Engine:
             return dict(state["outputs"])  # already done in an earlier run of this request
         spec = self._spec_of(row)
         step = spec.step(step_id)
-        ns = self._namespace(spec, row, request_id)
         emit = _print_line(step_id)
-        ctx = self._action_context(request_id, step_id, emit, dry_run=row["dry_run"], timeout_s=step.timeout,
-                                   secrets=_secret_values(spec, ns))
         self.store.update_request(request_id, phase=f"STEP {step_id}")
-        if step.when is not None and not evaluate(step.when, ns, where=f"steps.{step_id}.when"):
-            self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
-            self._audit("step.skip", request_id, run_id, {"step": step_id, "reason": "when is false"})
-            emit("skipped: `when` is false")
-            return {}
-        call = render_call(step, ns, where=f"steps.{step_id}")
-        if row["dry_run"]:
-            emit(f"dry run: would {self.preview(call, ctx)}")
-            self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
-            return {}
-        self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
-        self._audit("step.start", request_id, run_id, {"step": step_id, "attempt": attempt,
-                                                       "action": ctx.redact(call.describe())})
         started = time.monotonic()
+        redact: Callable[[str], str] = str
         try:
+            ns = self._namespace(spec, row, request_id)
+            ctx = self._action_context(request_id, step_id, emit, dry_run=row["dry_run"],
+                                       timeout_s=self._step_timeout(spec, row, step.timeout),
+                                       secrets=_secret_values(spec, ns))
+            redact = ctx.redact
+            if step.when is not None and not evaluate(step.when, ns, where=f"steps.{step_id}.when"):
+                self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
+                self._audit("step.skip", request_id, run_id, {"step": step_id, "reason": "when is false"})
+                emit("skipped: `when` is false")
+                return {}
+            call = render_call(step, ns, where=f"steps.{step_id}")
+            if row["dry_run"]:
+                emit(f"dry run: would {self.preview(call, ctx)}")
+                self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
+                return {}
+            self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
+            self._audit("step.start", request_id, run_id, {"step": step_id, "attempt": attempt,
+                                                           "action": redact(call.describe())})
             with _LeaseKeeper(self.store, row["lock_key"], request_id):
                 outputs = self.execute(call, ctx)
-        except StepFailed as exc:
-            failure = FailureClass.TRANSIENT if exc.transient else FailureClass.DETERMINISTIC
-            retryable = should_retry(step.retry.on, failure) and not _is_timeout_without_retry(exc, step)
-            if retryable and attempt < step.retry.attempts:
-                wait_s = step.retry.backoff_policy().wait_before(attempt)
-                self._audit("step.retry", request_id, run_id, {
-                    "step": step_id, "attempt": attempt, "error": ctx.redact(exc.message),
-                    "class": failure.value, "wait_ms": int(wait_s * 1000)})
-                emit(f"attempt {attempt}/{step.retry.attempts} failed ({failure.value}); "
-                     f"retrying in {wait_s:.1f}s")
-                raise RetryStep(exc, wait_s, step.retry.attempts) from None
-            self.store.set_step(request_id, step_id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
-            self._audit("step.fail", request_id, run_id, {
-                "step": step_id, "attempt": attempt, "error": ctx.redact(exc.message), "class": failure.value,
-                "error_class": type(exc).__name__, "exit_code": exc.detail.exit_code,
-                "duration_ms": int((time.monotonic() - started) * 1000)})
-            self._complete(request_id, run_id, self._rollback(spec, request_id, run_id),
-                           error=exc)
+        except IntentError as exc:
+            self._step_failed(spec, row, step, run_id, attempt, exc, started, redact)
             raise
+        except Exception as exc:  # a bug in an action must still end the request and free the lock
+            error = StepFailed(f"internal error in step {step_id}: {type(exc).__name__}: {exc}",
+                               hint="This is a bug; see the step log and report it.")
+            self._step_failed(spec, row, step, run_id, attempt, error, started, redact)
+            raise error from exc
         self.store.set_step(request_id, step_id, StepStatus.SUCCEEDED, run_id=run_id, attempt=attempt,
                             outputs=outputs)
         self._audit("step.complete", request_id, run_id, {
             "step": step_id, "attempt": attempt, "outputs": sorted(outputs),
             "duration_ms": int((time.monotonic() - started) * 1000)})
         return outputs
+
+    def _step_failed(self, spec: IntentSpec, row: Mapping[str, Any], step: StepSpec, run_id: str, attempt: int,
+                     error: IntentError, started: float, redact: Callable[[str], str]) -> None:
+        """Retry a retryable failure (raises RetryStep); otherwise record it, roll back, end the request."""
+        request_id = row["request_id"]
+        transient = isinstance(error, StepFailed) and error.transient
+        failure = FailureClass.TRANSIENT if transient else FailureClass.DETERMINISTIC
+        retryable = isinstance(error, StepFailed) and should_retry(step.retry.on, failure) \
+            and not _is_timeout_without_retry(error, step)
+        if retryable and attempt < step.retry.attempts:
+            assert isinstance(error, StepFailed)
+            wait_s = step.retry.backoff_policy().wait_before(attempt)
+            if row["lock_key"]:
+                # Keep the lease through the backoff wait, when no op is running to renew it.
+                self.store.renew_lock(row["lock_key"], request_id=request_id, ttl_s=LOCK_TTL_S + wait_s)
+            self._audit("step.retry", request_id, run_id, {
+                "step": step.id, "attempt": attempt, "error": redact(error.message),
+                "class": failure.value, "wait_ms": int(wait_s * 1000)})
+            _print_line(step.id)(f"attempt {attempt}/{step.retry.attempts} failed ({failure.value}); "
+                                 f"retrying in {wait_s:.1f}s")
+            raise RetryStep(error, wait_s, step.retry.attempts) from None
+        detail = error.detail if isinstance(error, StepFailed) else None
+        self.store.set_step(request_id, step.id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
+        self._audit("step.fail", request_id, run_id, {
+            "step": step.id, "attempt": attempt, "error": redact(error.message), "class": failure.value,
+            "error_class": type(error).__name__, "exit_code": detail.exit_code if detail else None,
+            "duration_ms": int((time.monotonic() - started) * 1000)})
+        self._complete(request_id, run_id, self._rollback(spec, request_id, run_id), error=error)
+
+    def _step_timeout(self, spec: IntentSpec, row: Mapping[str, Any], step_timeout: float | None) -> float | None:
+        """The step's timeout, capped by what is left of the request's `policy.timeout`."""
+        if spec.policy.timeout is None:
+            return step_timeout
+        left = spec.policy.timeout - (time.time() - float(row["started_at"]))
+        if left <= 0:
+            raise StepTimeout(f"{spec.name} ran past its policy timeout of {spec.policy.timeout:g}s",
+                              hint="Raise policy.timeout or find out what is slow.")
+        return left if step_timeout is None else min(step_timeout, left)
 
     def preview(self, call: RenderedCall, ctx: ActionContext) -> str:
         """What a call would do, without doing it (actions may read state to say more)."""
@@ -304,9 +340,11 @@ class Engine:
             action = registry()[call.action]
             try:
                 inputs = action.input_model.model_validate(call.inputs)
-            except ValueError as exc:
-                raise StepFailed(f"{call.action}: invalid inputs after rendering: {exc}".splitlines()[0],
-                                 hint="Fix the step's `with:` values.") from None
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise StepFailed(f"{call.action}: input {where}: {first['msg']}",
+                                 hint="Fix the step's `with:` value or the param it comes from.") from None
             return action.run(ctx, inputs)
         output_file = ctx.log_path.with_suffix(".outputs")
         output_file.unlink(missing_ok=True)
@@ -324,6 +362,11 @@ class Engine:
         row = self._request(request_id)
         self.store.update_request(request_id, phase="ROLLBACK")
         ns = self._namespace(spec, row, request_id)
+        with _LeaseKeeper(self.store, row["lock_key"], request_id):
+            return self._undo(spec, undo, ns, request_id, run_id)
+
+    def _undo(self, spec: IntentSpec, undo: list[dict[str, Any]], ns: Mapping[str, Any], request_id: str,
+              run_id: str) -> RequestStatus:
         status = RequestStatus.ROLLED_BACK
         for state in undo:
             step = spec.step(state["step_id"])
@@ -333,10 +376,11 @@ class Engine:
             self._audit("rollback.start", request_id, run_id, {"step": step.id})
             try:
                 self.execute(render_call(step.rollback, ns, where=f"steps.{step.id}.rollback"), ctx)
-            except IntentError as exc:
+            except Exception as exc:  # any failure here, even a bug, must not stop the other rollbacks
                 status = RequestStatus.ROLLBACK_FAILED
+                message = exc.message if isinstance(exc, IntentError) else f"{type(exc).__name__}: {exc}"
                 self.store.set_step(request_id, step.id, StepStatus.ROLLBACK_FAILED, run_id=run_id)
-                self._audit("rollback.fail", request_id, run_id, {"step": step.id, "error": exc.message})
+                self._audit("rollback.fail", request_id, run_id, {"step": step.id, "error": ctx.redact(message)})
                 continue
             self.store.set_step(request_id, step.id, StepStatus.ROLLED_BACK, run_id=run_id)
             self._audit("rollback.complete", request_id, run_id, {"step": step.id})
@@ -356,9 +400,13 @@ class Engine:
             ctx = self._action_context(request_id, f"verify.{check.id}", _print_line(f"verify.{check.id}"),
                                        timeout_s=check.timeout, secrets=_secret_values(spec, ns))
             try:
-                self.execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
-            except IntentError as exc:
-                self._audit("verify.fail", request_id, run_id, {"check": check.id, "error": exc.message})
+                with _LeaseKeeper(self.store, row["lock_key"], request_id):
+                    self.execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
+            except Exception as exc:  # a failing check, or a bug in it, fails the request the same way
+                if not isinstance(exc, IntentError):
+                    exc = StepFailed(f"internal error in check {check.id}: {type(exc).__name__}: {exc}")
+                self._audit("verify.fail", request_id, run_id, {"check": check.id,
+                                                                "error": ctx.redact(exc.message)})
                 status = self._rollback(spec, request_id, run_id)
                 message = f"verify check {check.id!r} failed: {exc.message}"
                 outcome: IntentError = VerifyFailed(message, hint="See the step logs.")

@@ -43,6 +43,11 @@ def namespace(
             "app": dict(app or {}), "request": dict(request)}
 
 
+def request_view(request_id: str, *, dry_run: bool = False, reason: str = "") -> dict[str, Any]:
+    """What templates see as `request` (at plan time the id is a placeholder)."""
+    return {"id": request_id, "dry_run": dry_run, "reason": reason}
+
+
 @dataclass(frozen=True)
 class RenderedCall:
     """A command or action with every template rendered."""
@@ -209,7 +214,7 @@ def build_plan(
     """
     step_ids = [s.id for s in spec.steps]
     ns = namespace(params=params, context=context, outputs=None, app=app,
-                   request={"dry_run": False}, step_ids=step_ids)
+                   request=request_view("<request.id>"), step_ids=step_ids)
     for index, rule in enumerate(spec.policy.deny):
         if evaluate(rule.when, ns, where=f"policy.deny[{index}]"):
             raise PolicyDenied(f"{spec.name} refused by policy: {rule.reason}",

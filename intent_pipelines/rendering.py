@@ -14,6 +14,8 @@ from intent_pipelines.errors import TemplateError
 
 # Names a template may use at the top level.
 NAMESPACES = ("params", "context", "steps", "app", "request")
+# Fields of `request` (see plan.request_view).
+REQUEST_FIELDS = ("id", "dry_run", "reason")
 
 
 def _shell_finalize(value: Any) -> str:

@@ -75,6 +75,10 @@ class LogsInput(AppInput):
 
 class RollbackInput(AppInput):
     release: str = Field(default="", description="release to go back to; default the previous")
+    stop_if_none: bool = Field(
+        default=False,
+        description="when there is no release to go back to (a first deploy), stop the app instead of failing",
+    )
 
 
 def _target(ctx: ActionContext, name: str) -> tuple[App, Platform]:
@@ -272,4 +276,12 @@ def rollback(ctx: ActionContext, inp: RollbackInput) -> Outputs:
     """Switch back to the previous (or a given) release and restart on it."""
     app, platform = _target(ctx, inp.app)
     previous = platform.current_release(app)
-    return {"release": platform.rollback(app, inp.release), "previous": previous}
+    try:
+        return {"release": platform.rollback(app, inp.release), "previous": previous, "stopped": False}
+    except StepFailed:
+        if not inp.stop_if_none or inp.release:
+            raise
+    # Nothing to go back to: a broken first release must not keep serving.
+    ctx.log(f"{app.name}: no earlier release; stopping it so {previous or 'the failed release'} does not serve")
+    platform.stop(app)
+    return {"release": "", "previous": previous, "stopped": True}

@@ -34,7 +34,7 @@ class NextjsScaffoldInput(ActionInput):
         description="target directory; empty means INTENT_HOME/fleet/src/<name>, "
         "a relative path is taken from INTENT_HOME/fleet",
     )
-    port: int = Field(default=3000, ge=1024, le=65535)
+    port: int = Field(default=3100, ge=1024, le=65535)  # 3000 is the Dagster UI of `make up`
     install: bool = Field(default=False, description="run `npm install` (needs the network)")
     # Aliased because BaseModel's metaclass already has a ``register`` (ABCMeta.register).
     add_to_fleet: bool = Field(

@@ -43,6 +43,11 @@ def _days(day: date | None, days: int | None, first: date | None, last: date | N
     return None
 
 
+def _unknown_request(request_id: str) -> UsageError:
+    return UsageError(f"no audit records for request {request_id}",
+                      hint="Check the id: it is the run id `intent run` prints and the UI shows.")
+
+
 @click.group()
 def audit() -> None:
     """The tamper-evident audit log."""
@@ -80,7 +85,7 @@ def verify(cli: CliContext, day: str | None, days: int | None, first: str | None
     elif request_id:
         records = list(cli.engine.store.audit_records(request_id=request_id))
         if not records:
-            raise UsageError(f"no audit records for request {request_id}", hint="Check the id (`intent status`).")
+            raise _unknown_request(request_id)
         result = verify_store(cli.engine.store, cli.home, first_seq=records[0].seq, last_seq=records[-1].seq)
     elif span:
         seqs = day_range(cli.engine.store, *span)
@@ -118,7 +123,7 @@ def show(cli: CliContext, request_id: str, as_json: bool) -> None:
 
     timeline = request_timeline(cli.engine.store, request_id)
     if not timeline:
-        raise UsageError(f"no audit records for request {request_id}", hint="Check the id (`intent status`).")
+        raise _unknown_request(request_id)
     if as_json:
         print_json(timeline)
         return

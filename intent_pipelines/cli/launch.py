@@ -1,7 +1,10 @@
 """Launch an intent's job on the persistent Dagster instance and report the request's outcome."""
 
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Any
 
 import dagster as dg
@@ -10,6 +13,21 @@ from intent_pipelines.cli.context import CliContext
 from intent_pipelines.spec.loader import LoadedIntent
 
 LOCK_TAG = "intent/lock"
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send step output (ours and step processes', which inherit fd 1) to stderr for --json."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, dry_run: bool,
@@ -26,7 +44,7 @@ def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
     tags = {"intent/name": spec.name, "intent/source": "cli"}
     if lock and not dry_run:
         tags[LOCK_TAG] = lock
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, _stdout_to_stderr() if quiet else nullcontext():
         result = dg.execute_job(job, instance=instance, run_config=run_config, tags=tags)
         run_id = result.run_id
     request = cli.engine.store.request(run_id)

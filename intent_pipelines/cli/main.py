@@ -1,5 +1,6 @@
 """The `intent` command: list, show, validate, plan, run, graph, init."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,8 +23,9 @@ from intent_pipelines.plan import ExecutionPlan
 from intent_pipelines.spec.loader import intent_dirs, intent_files, load_intent_file
 from intent_pipelines.spec.params import parse_assignments
 
-EPILOG = "Exit codes:\n\n" + "\n".join(f"  {code:>3}  {name}: {meaning}" for code, name, meaning
-                                         in exit_code_table())
+# "\b" keeps click from re-wrapping the table into one paragraph.
+EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {name}: {meaning}" for code, name, meaning
+                                        in exit_code_table())
 
 
 class IntentGroup(click.Group):
@@ -96,7 +98,8 @@ def show(cli: CliContext, intent: str) -> None:
                 f"one of {p.enum}" if p.enum else "", f"pattern {p.pattern}" if p.pattern else "",
                 f"min {p.min:g}" if p.min is not None else "", f"max {p.max:g}" if p.max is not None else "",
                 "secret (from $" + (p.env or f"INTENT_SECRET_{name.upper()}") + ")" if p.secret else ""]))
-            table.add_row(name, p.type, "yes" if p.required else "", escape(str(p.default or "")),
+            default = "" if p.default is None else json.dumps(p.default)
+            table.add_row(name, p.type, "yes" if p.required else "", escape(default),
                           escape(constraints), escape(p.help))
         console.print(table)
     policy = spec.policy
@@ -214,7 +217,9 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
     loaded = cli.catalog.get(intent)
     given = parse_assignments(list(params))
     # Validate everything before a run exists: bad input never half-executes.
-    execution_plan, _ = cli.engine.plan(loaded, given)
+    execution_plan, values = cli.engine.plan(loaded, given)
+    # The launchpad config is typed (replicas: Int): hand it the validated values, minus secrets.
+    typed = {k: v for k, v in values.items() if v is not None and not loaded.spec.params[k].secret}
     if execution_plan.confirm_required and not confirm and not dry_run:
         if sys.stdin.isatty() and click.confirm(f"{loaded.spec.name} is guarded by policy. Proceed?"):
             confirm = True
@@ -224,7 +229,7 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
     if not as_json:
         console.print(f"plan {execution_plan.plan_hash[:12]}: {len(execution_plan.steps)} steps"
                       + (" (dry run)" if dry_run else ""), markup=False)
-    outcome = launch(cli, loaded, given, dry_run=dry_run, confirm=confirm, reason=reason,
+    outcome = launch(cli, loaded, typed, dry_run=dry_run, confirm=confirm, reason=reason,
                      lock=execution_plan.lock, quiet=as_json)
     if as_json:
         print_json(outcome)

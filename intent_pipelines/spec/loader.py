@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from intent_pipelines.actions import registry
 from intent_pipelines.errors import SpecError, UnknownIntentError
-from intent_pipelines.rendering import NAMESPACES, is_template, references
+from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, is_template, references
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "intents"
@@ -327,6 +327,8 @@ def _reference_problem(spec: IntentSpec, namespace: str, attr: str | None,
             return f"step {attr!r} is not upstream here (add it to `needs`)"
     if namespace == "app" and "app" not in spec.params:
         return "`app` is used but the intent has no `app` param"
+    if namespace == "request" and attr not in REQUEST_FIELDS:
+        return f"request has no field {attr!r} (it has {', '.join(REQUEST_FIELDS)})"
     return ""
 
 

@@ -69,6 +69,11 @@ def _make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _bytes(value: Any) -> bytes:
+    """Stored bytes as bytes; a value rewritten as TEXT (tampering) still verifies as a mismatch."""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
 def now_iso() -> str:
     """UTC timestamp with milliseconds, as written into audit records."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -148,7 +153,7 @@ class StateStore:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
             for row in rows:
-                yield int(row.seq), bytes(row.prev), bytes(row.hash), bytes(row.body)
+                yield int(row.seq), _bytes(row.prev), _bytes(row.hash), _bytes(row.body)
             if len(rows) < batch:
                 return
             cursor = int(rows[-1].seq)
@@ -169,7 +174,7 @@ class StateStore:
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 yield AuditRecord(row.v, row.seq, row.ts, row.request_id, row.run_id, row.kind,
-                                  bytes(row.prev), bytes(row.hash), bytes(row.body))
+                                  _bytes(row.prev), _bytes(row.hash), _bytes(row.body))
 
     # --- audit checkpoints ---------------------------------------------------------------------
 
@@ -309,7 +314,8 @@ class StateStore:
                 return
             if time.monotonic() >= deadline:
                 raise LockBusy(f"{key} is held by {holder.describe()}",
-                               hint="Wait for it to finish, raise policy.lock_wait, or see `intent status`.")
+                               hint=f"Wait for it to finish (`intent audit show {holder.request_id}`), "
+                                    "or raise the intent's policy.lock_wait.")
             time.sleep(poll_s)
 
     def _try_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float) -> LockHolder | None:

@@ -135,9 +135,9 @@ def test_bad_inputs_are_rejected(values: dict[str, Any]) -> None:
 
 @pytest.mark.unit
 def test_defaults() -> None:
-    """Without options the app uses port 3000, skips npm install and is registered."""
+    """Without options the app uses port 3100, skips npm install and is registered."""
     inp = inputs(name="shop")
-    assert (inp.port, inp.install, inp.add_to_fleet, inp.directory) == (3000, False, True, "")
+    assert (inp.port, inp.install, inp.add_to_fleet, inp.directory) == (3100, False, True, "")
 
 
 @pytest.mark.unit

@@ -105,6 +105,7 @@ def test_broken_release_fails_health_and_rollback_restores(
     assert run_action("app.rollback", app="hello-api") == {
         "release": good,
         "previous": bad["release"],
+        "stopped": False,
     }
     assert run_action("app.health", app="hello-api") == {"healthy": 1}
     errors = run_action("app.logs", app="hello-api", pattern="ERROR", since="10m")
@@ -242,3 +243,18 @@ def test_register_keeps_other_apps_and_start_requires_a_command(home: IntentHome
     app = load_fleet(home.fleet_file).app("nostart")
     with pytest.raises(StepFailed, match="has no `start` command"):
         LocalPlatform(home, home.fleet_file, ctx).start(app, 1)
+
+
+@pytest.mark.integration
+def test_rollback_of_a_first_release_stops_it_when_asked(
+    sample: Path, run_action: Callable[..., Outputs]
+) -> None:
+    """With no earlier release, app.rollback fails, or with stop_if_none stops the broken app."""
+    first = run_action("app.build", app="hello-api")["release"]
+    run_action("app.switch", app="hello-api", release=first)
+    run_action("app.start", app="hello-api")
+    with pytest.raises(StepFailed, match="no previous release"):
+        run_action("app.rollback", app="hello-api")
+    result = run_action("app.rollback", app="hello-api", stop_if_none=True)
+    assert result == {"release": "", "previous": first, "stopped": True}
+    assert run_action("app.stop", app="hello-api") == {"stopped": 0}
