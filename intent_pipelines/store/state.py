@@ -3,7 +3,7 @@
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from intent_pipelines.audit.record import (
 from intent_pipelines.errors import LockBusy, StoreError
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import schema
+from intent_pipelines.store.group_commit import AuditEvent, GroupCommitter
 
 # Postgres advisory-lock key that serializes audit appends across hosts.
 _AUDIT_LOCK_KEY = 0x1A7E_17A0
@@ -91,6 +92,7 @@ class StateStore:
             raise StoreError(f"cannot open the state store at {self._safe_url()}: {exc.__class__.__name__}",
                              hint="Check INTENT_STORE_URL / INTENT_HOME and that the database is up.") from None
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._committer = GroupCommitter(self.append_audit_many)
 
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -101,8 +103,18 @@ class StateStore:
     # --- audit chain ---------------------------------------------------------------------------
 
     def append_audit(self, kind: str, *, request_id: str, run_id: str, body: dict[str, Any]) -> AuditRecord:
-        """Append one record to the global chain; serialized across threads, processes and hosts."""
-        payload = canonical_body({"kind": kind, "request_id": request_id, "run_id": run_id, **body})
+        """Append one record to the global chain; durable when this returns.
+
+        Concurrent callers in this process share one transaction and one fsync (group commit);
+        across processes and hosts the write lock serializes the batches into one chain.
+        """
+        return self._committer.append(AuditEvent(kind, request_id, run_id, body))
+
+    def append_audit_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Append several records in one transaction, in order."""
+        payloads = [canonical_body({"kind": e.kind, "request_id": e.request_id, "run_id": e.run_id, **e.body})
+                    for e in events]
+        records: list[AuditRecord] = []
         with self._begin() as conn:
             if self.is_postgres:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_KEY})
@@ -112,12 +124,17 @@ class StateStore:
             ).first()
             seq = head.seq + 1 if head else 0
             prev = bytes(head.hash) if head else GENESIS_PREV
-            record = AuditRecord(FORMAT_VERSION, seq, now_iso(), request_id, run_id, kind, prev,
-                                 record_hash(seq, prev, payload), payload)
-            conn.execute(schema.audit_events.insert().values(
-                seq=seq, v=record.v, ts=record.ts, request_id=request_id, run_id=run_id, kind=kind,
-                prev=prev, hash=record.hash, body=payload))
-        return record
+            ts = now_iso()
+            for event, payload in zip(events, payloads, strict=True):
+                record = AuditRecord(FORMAT_VERSION, seq, ts, event.request_id, event.run_id, event.kind, prev,
+                                     record_hash(seq, prev, payload), payload)
+                records.append(record)
+                seq, prev = seq + 1, record.hash
+            if records:
+                conn.execute(schema.audit_events.insert(), [
+                    {"seq": r.seq, "v": r.v, "ts": r.ts, "request_id": r.request_id, "run_id": r.run_id,
+                     "kind": r.kind, "prev": r.prev, "hash": r.hash, "body": r.body} for r in records])
+        return records
 
     def audit_records(self, *, request_id: str | None = None, after_seq: int = -1) -> Iterator[AuditRecord]:
         """Records in chain order, optionally of one request."""
