@@ -71,8 +71,12 @@ def verify_store(store: StateStore, home: IntentHome, *, first_seq: int | None =
     return result
 
 
-def verify_parquet(root: Path, checkpoints_from: Path | None) -> VerifyResult:
-    """Verify exported files alone (no database); checkpoints from a directory of checkpoint files."""
+def verify_parquet(root: Path, checkpoints_from: Path | None, *, require_checkpoints: bool = False) -> VerifyResult:
+    """Verify exported files alone (no database); checkpoints from a directory of checkpoint files.
+
+    Checkpoints cover the chain from seq 0, so files that start later cannot be checked against
+    them; with ``require_checkpoints`` that is a break (the head may have been deleted).
+    """
     files = parquet_files(root)
     if not files:
         raise UsageError(f"no audit Parquet files under {root}",
@@ -83,6 +87,9 @@ def verify_parquet(root: Path, checkpoints_from: Path | None) -> VerifyResult:
     start_prev = first[1] if first and start_seq > 0 else GENESIS_PREV
     result = verify_records(read_records(files), checkpoints=checkpoints, start_seq=start_seq,
                             start_prev=start_prev)
+    if require_checkpoints and checkpoints and start_seq > 0:
+        result.breaks.append(ChainBreak(0, BreakKind.SEQ_GAP, f"the files start at seq {start_seq}: records "
+                                        f"0..{start_seq - 1} are missing, so no checkpoint can be checked"))
     result.breaks += breaks
     return result
 

@@ -81,7 +81,9 @@ def verify(cli: CliContext, day: str | None, days: int | None, first: str | None
     if parquet is not None:
         if span or request_id:
             raise UsageError("--parquet verifies whole files", hint="Point it at the days you want instead.")
-        result = verify_parquet(parquet, checkpoints or checkpoint_dir(cli.home))
+        # Checkpoints given explicitly must be checkable; the home's are used when they apply.
+        result = verify_parquet(parquet, checkpoints or checkpoint_dir(cli.home),
+                                require_checkpoints=checkpoints is not None)
     elif request_id:
         records = list(cli.engine.store.audit_records(request_id=request_id))
         if not records:
@@ -109,6 +111,8 @@ def _print_summary(result: VerifyResult) -> None:
                   markup=False)
     if result.checkpoints_checked:
         console.print(f"checkpoints checked: {', '.join(map(str, result.checkpoints_checked))}", markup=False)
+    elif result.records:
+        console.print("no checkpoint checked (none yet, or the records do not start at seq 0)", markup=False)
     for item in result.breaks[:10]:
         console.print(f"  seq {item.seq}: {item.kind.value} — {item.detail}", markup=False)
 

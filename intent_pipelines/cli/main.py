@@ -213,8 +213,11 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
         reason: str, as_json: bool) -> None:
     """Run INTENT through Dagster on the persistent instance (it shows in the UI)."""
     from intent_pipelines.cli.launch import launch
+    from intent_pipelines.dagster_defs.jobs import is_chain, warm_forkserver
 
     loaded = cli.catalog.get(intent)
+    if not is_chain(loaded.spec):
+        warm_forkserver()
     given = parse_assignments(list(params))
     # Validate everything before a run exists: bad input never half-executes.
     execution_plan, values = cli.engine.plan(loaded, given)

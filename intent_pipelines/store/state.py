@@ -70,6 +70,11 @@ def _make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _reject_floats_early(event: AuditEvent) -> None:
+    """Fail a bad body before taking the write lock (canonical_body raises ValueError on floats)."""
+    canonical_body(event.body)
+
+
 def _bytes(value: Any) -> bytes:
     """Stored bytes as bytes; a value rewritten as TEXT (tampering) still verifies as a mismatch."""
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
@@ -112,19 +117,23 @@ class StateStore:
 
     def append_audit_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         """Append several records in one transaction, in order."""
-        payloads = [canonical_body({"kind": e.kind, "request_id": e.request_id, "run_id": e.run_id, **e.body})
-                    for e in events]
+        for event in events:
+            _reject_floats_early(event)
         records: list[AuditRecord] = []
         with self._begin() as conn:
             if self.is_postgres:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_KEY})
+            # Taken under the write lock so ts never goes backwards along the chain. It goes into the
+            # body too, so the hash covers it; the ts column is only an index for queries.
+            ts = now_iso()
+            payloads = [canonical_body({**e.body, "kind": e.kind, "request_id": e.request_id,
+                                        "run_id": e.run_id, "ts": ts}) for e in events]
             head = conn.execute(
                 sa.select(schema.audit_events.c.seq, schema.audit_events.c.hash)
                 .order_by(schema.audit_events.c.seq.desc()).limit(1)
             ).first()
             seq = head.seq + 1 if head else 0
             prev = bytes(head.hash) if head else GENESIS_PREV
-            ts = now_iso()
             for event, payload in zip(events, payloads, strict=True):
                 record = AuditRecord(FORMAT_VERSION, seq, ts, event.request_id, event.run_id, event.kind, prev,
                                      record_hash(seq, prev, payload), payload)

@@ -44,7 +44,8 @@ def test_audit_records_chain_from_genesis(store: StateStore) -> None:
         assert record.prev == prev
         assert record.hash == record_hash(record.seq, record.prev, record.body)
         prev = record.hash
-    assert records[2].data() == {"i": 2, "kind": "test.event", "request_id": "r1", "run_id": "u1"}
+    assert records[2].data() == {"i": 2, "kind": "test.event", "request_id": "r1", "run_id": "u1",
+                                 "ts": records[2].ts}
 
 
 def test_audit_refuses_float_bodies(store: StateStore) -> None:
