@@ -23,6 +23,7 @@ from intent_pipelines.errors import (
     RollbackFailed,
     RolledBack,
     StepFailed,
+    StepStopped,
     StepTimeout,
     VerifyFailed,
 )
@@ -38,6 +39,10 @@ from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
 
 LOCK_TTL_S = 60.0
+HEARTBEAT_S = 5.0
+# A re-execution may continue a request that failed or was stopped (its completed steps stand).
+RESUMABLE = frozenset({RequestStatus.FAILED.value, RequestStatus.STOPPED_BY_OPERATOR.value,
+                       RequestStatus.WATCHDOG_STUCK.value})
 OUTPUT_FILE_ENV = "INTENT_OUTPUT"
 
 
@@ -69,28 +74,43 @@ class RetryStep(Exception):
         self.max_attempts = max_attempts
 
 
-class _LeaseKeeper:
-    """Renews the request's lock lease in the background while a step runs."""
+class _Heartbeat:
+    """While a step, check or rollback runs: signs of life, lock lease renewal, and stop requests.
 
-    def __init__(self, store: StateStore, key: str | None, request_id: str) -> None:
-        self.store, self.key, self.request_id = store, key, request_id
+    Every second it looks for a stop request (`intent stop`, the watchdog) and, when there is one,
+    tells the action runner to terminate its process group; every HEARTBEAT_S it records a
+    heartbeat with the last output line, so a silent command still shows it is alive.
+    """
+
+    def __init__(self, store: StateStore, request_id: str, lock_key: str | None,
+                 ctx: ActionContext | None = None) -> None:
+        self.store, self.request_id, self.lock_key, self.ctx = store, request_id, lock_key, ctx
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(LOCK_TTL_S / 4):
-            assert self.key is not None
-            self.store.renew_lock(self.key, request_id=self.request_id, ttl_s=LOCK_TTL_S)
+        last_beat = last_renew = time.monotonic()
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            if self.ctx is not None and not self.ctx.cancel.is_set():
+                cancel = self.store.cancel_request_of(self.request_id)
+                if cancel is not None:
+                    self.ctx.cancel_grace_s = cancel[0]
+                    self.ctx.cancel.set()
+            if now - last_beat >= HEARTBEAT_S:
+                self.store.heartbeat(self.request_id, last_log_line=self.ctx.last_line if self.ctx else None)
+                last_beat = now
+            if self.lock_key and now - last_renew >= LOCK_TTL_S / 4:
+                self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=LOCK_TTL_S)
+                last_renew = now
 
-    def __enter__(self) -> "_LeaseKeeper":
-        if self.key:
-            self._thread.start()
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._thread.join()
 
 
 class Engine:
@@ -225,13 +245,14 @@ class Engine:
             raise IntentError(
                 f"request {row['request_id']} was rolled back; resuming would skip undone steps",
                 hint="Start a new request (a new run of the intent) instead.")
-        if row["status"] != RequestStatus.FAILED.value:
+        if row["status"] not in RESUMABLE:
             raise IntentError(f"request {row['request_id']} already ended {row['status']}",
                               hint="Start a new request.")
         if row["lock_key"] and not row["dry_run"]:
             self._take_lock(row["lock_key"], row["request_id"], run_id, wait_s=0)
         self.store.update_request(row["request_id"], status=RequestStatus.RUNNING, run_id=run_id,
                                   error="", exit_code=0)
+        self.store.clear_cancel(row["request_id"])
         self._audit("request.resume", row["request_id"], run_id, {"previous_run_id": row["run_id"]})
 
     def run_step(self, request_id: str, step_id: str, *, run_id: str, attempt: int = 1) -> Outputs:
@@ -248,7 +269,7 @@ class Engine:
         spec = self._spec_of(row)
         step = spec.step(step_id)
         emit = _print_line(step_id)
-        self.store.update_request(request_id, phase=f"STEP {step_id}")
+        self._set_phase(request_id, run_id, f"STEP {step_id}", attempt=attempt)
         started = time.monotonic()
         redact: Callable[[str], str] = str
         try:
@@ -270,8 +291,9 @@ class Engine:
             self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
             self._audit("step.start", request_id, run_id, {"step": step_id, "attempt": attempt,
                                                            "action": redact(call.describe())})
-            with _LeaseKeeper(self.store, row["lock_key"], request_id):
+            with _Heartbeat(self.store, request_id, row["lock_key"], ctx):
                 outputs = self.execute(call, ctx)
+            self.store.clear_step_process(request_id)
         except IntentError as exc:
             self._step_failed(spec, row, step, run_id, attempt, exc, started, redact)
             raise
@@ -291,6 +313,9 @@ class Engine:
                      error: IntentError, started: float, redact: Callable[[str], str]) -> None:
         """Retry a retryable failure (raises RetryStep); otherwise record it, roll back, end the request."""
         request_id = row["request_id"]
+        if isinstance(error, StepStopped):
+            self._stopped(spec, row, step, run_id, attempt, error, started)
+            return
         transient = isinstance(error, StepFailed) and error.transient
         failure = FailureClass.TRANSIENT if transient else FailureClass.DETERMINISTIC
         retryable = isinstance(error, StepFailed) and should_retry(step.retry.on, failure) \
@@ -314,6 +339,23 @@ class Engine:
             "error_class": type(error).__name__, "exit_code": detail.exit_code if detail else None,
             "duration_ms": int((time.monotonic() - started) * 1000)})
         self._complete(request_id, run_id, self._rollback(spec, request_id, run_id), error=error)
+
+    def _stopped(self, spec: IntentSpec, row: Mapping[str, Any], step: StepSpec, run_id: str, attempt: int,
+                 error: StepStopped, started: float) -> None:
+        """An operator or the watchdog stopped the step: no retry and no rollback (they decide next)."""
+        request_id = row["request_id"]
+        cancel = self.store.cancel_request_of(request_id)
+        status = cancel[1] if cancel else RequestStatus.STOPPED_BY_OPERATOR
+        self.store.set_step(request_id, step.id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
+        self._audit("step.fail", request_id, run_id, {
+            "step": step.id, "attempt": attempt, "error": error.message, "class": "stopped",
+            "error_class": type(error).__name__, "exit_code": error.detail.exit_code,
+            "duration_ms": int((time.monotonic() - started) * 1000)})
+        requested_at = self._request(request_id)["cancel_requested_at"]
+        self._audit("run.cancelled", request_id, run_id, {
+            "step": step.id, "status": status.value,
+            "latency_ms": int((time.time() - requested_at) * 1000) if requested_at else 0})
+        self._complete(request_id, run_id, status, error=error)
 
     def _step_timeout(self, spec: IntentSpec, row: Mapping[str, Any], step_timeout: float | None) -> float | None:
         """The step's timeout, capped by what is left of the request's `policy.timeout`."""
@@ -360,9 +402,9 @@ class Engine:
         if not undo:
             return RequestStatus.FAILED
         row = self._request(request_id)
-        self.store.update_request(request_id, phase="ROLLBACK")
+        self._set_phase(request_id, run_id, "ROLLBACK")
         ns = self._namespace(spec, row, request_id)
-        with _LeaseKeeper(self.store, row["lock_key"], request_id):
+        with _Heartbeat(self.store, request_id, row["lock_key"]):
             return self._undo(spec, undo, ns, request_id, run_id)
 
     def _undo(self, spec: IntentSpec, undo: list[dict[str, Any]], ns: Mapping[str, Any], request_id: str,
@@ -395,12 +437,12 @@ class Engine:
             return RequestStatus.DRY_RUN
         spec = self._spec_of(row)
         ns = self._namespace(spec, row, request_id)
-        self.store.update_request(request_id, phase="VERIFY")
+        self._set_phase(request_id, run_id, "VERIFY")
         for check in spec.verify:
             ctx = self._action_context(request_id, f"verify.{check.id}", _print_line(f"verify.{check.id}"),
                                        timeout_s=check.timeout, secrets=_secret_values(spec, ns))
             try:
-                with _LeaseKeeper(self.store, row["lock_key"], request_id):
+                with _Heartbeat(self.store, request_id, row["lock_key"], ctx):
                     self.execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
             except Exception as exc:  # a failing check, or a bug in it, fails the request the same way
                 if not isinstance(exc, IntentError):
@@ -460,15 +502,27 @@ class Engine:
 
     # --- helpers -------------------------------------------------------------------------------
 
+    def _set_phase(self, request_id: str, run_id: str, phase: str, *, attempt: int | None = None) -> None:
+        """Record the phase (also a heartbeat) in the store and the audit chain."""
+        self.store.update_request(request_id, phase=phase, attempt=attempt)
+        body: dict[str, Any] = {"phase": phase}
+        if attempt is not None:
+            body["attempt"] = attempt
+        self._audit("phase.change", request_id, run_id, body)
+
     def _audit(self, kind: str, request_id: str, run_id: str, body: dict[str, Any]) -> None:
         self.store.append_audit(kind, request_id=request_id, run_id=run_id, body=body)
 
     def _action_context(self, request_id: str, step_id: str, emit: Callable[[str], None] | None,
                         *, dry_run: bool = False, timeout_s: float | None = None,
                         secrets: tuple[str, ...] = ()) -> ActionContext:
+        def record_process(pgid: int) -> None:
+            self.store.heartbeat(request_id, pgid=pgid)
+
         return ActionContext(request_id=request_id, step_id=step_id, home=self.home,
                              log_path=self.home.step_log(request_id, step_id), dry_run=dry_run,
-                             timeout_s=timeout_s, emit=emit or (lambda line: None), secrets=secrets)
+                             timeout_s=timeout_s, emit=emit or (lambda line: None), secrets=secrets,
+                             on_process=record_process)
 
 
 def _secret_values(spec: IntentSpec, ns: Mapping[str, Any]) -> tuple[str, ...]:

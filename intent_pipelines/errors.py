@@ -12,7 +12,8 @@
     ├── LockBusy              (7)    the lock target is held by another live request
     ├── StoreError            (8)    the state store cannot be reached or is inconsistent
     ├── StepFailed            (10)   a step failed for good (deterministic, or retries exhausted)
-    │   └── StepTimeout       (11)   a step ran past its timeout and was killed
+    │   ├── StepTimeout       (11)   a step ran past its timeout and was killed
+    │   └── StepStopped       (15)   an operator (or the watchdog) stopped the step
     ├── RolledBack            (12)   a step failed and the completed steps were rolled back
     ├── RollbackFailed        (13)   a step failed and a rollback also failed: look at it now
     ├── VerifyFailed          (14)   the steps ran but a verify check did not pass
@@ -154,6 +155,12 @@ class StepTimeout(StepFailed):
     exit_code = 11
 
 
+class StepStopped(StepFailed):
+    """An operator (intent stop) or the watchdog stopped the step; its process group was terminated."""
+
+    exit_code = 15
+
+
 class RolledBack(IntentError):
     """The request failed and its completed steps were rolled back."""
 
@@ -194,6 +201,7 @@ def exit_code_table() -> list[tuple[int, str, str]]:
         StoreError,
         StepFailed,
         StepTimeout,
+        StepStopped,
         RolledBack,
         RollbackFailed,
         VerifyFailed,

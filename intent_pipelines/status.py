@@ -4,7 +4,7 @@ from enum import Enum
 
 
 class RequestStatus(str, Enum):
-    """Where a request stands; the last five are final."""
+    """Where a request stands; every status but RUNNING is final."""
 
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -12,6 +12,8 @@ class RequestStatus(str, Enum):
     FAILED = "FAILED"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    STOPPED_BY_OPERATOR = "STOPPED_BY_OPERATOR"
+    WATCHDOG_STUCK = "WATCHDOG_STUCK"
 
     @property
     def final(self) -> bool:

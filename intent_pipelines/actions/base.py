@@ -1,5 +1,6 @@
 """What an action is: a named, typed operation a step can `use`, with a dry-run preview."""
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,12 @@ class ActionContext:
     emit: Callable[[str], None] = lambda line: None
     # Values of secret params: masked in every log line, audit record and error message.
     secrets: tuple[str, ...] = ()
+    # Set by the heartbeat when an operator or the watchdog stops the request.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_grace_s: float = 10.0
+    # Called with the process group id of each command the step starts (for stop and the watchdog).
+    on_process: Callable[[int], None] = lambda pgid: None
+    last_line: str = ""
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value replaced by ***."""
@@ -42,6 +49,7 @@ class ActionContext:
     def log(self, line: str) -> None:
         """Append one line to the step log and stream it (secrets masked)."""
         line = self.redact(line)
+        self.last_line = line
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(line.rstrip("\n") + "\n")

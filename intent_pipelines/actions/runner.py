@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intent_pipelines.actions.base import ActionContext
-from intent_pipelines.errors import FailureDetail, StepFailed, StepTimeout
+from intent_pipelines.errors import FailureDetail, StepFailed, StepStopped, StepTimeout
 from intent_pipelines.retries import FailureClass, classify
 
 TAIL_LINES = 40
@@ -89,6 +89,20 @@ def run_command(
             hint="Check the file's permissions.",
         ) from None
 
+    ctx.on_process(proc.pid)
+    try:
+        return _follow(ctx, proc, argv, command, started, timeout_s=timeout_s, grace_s=grace_s, check=check,
+                       capture=capture)
+    except BaseException:
+        # Interrupted (Dagster terminating the run, Ctrl-C): never leave the command running.
+        if proc.poll() is None:
+            _terminate_group(proc, grace_s)
+        raise
+
+
+def _follow(ctx: ActionContext, proc: "subprocess.Popen[bytes]", argv: Sequence[str], command: str, started: float,
+            *, timeout_s: float | None, grace_s: float, check: bool, capture: bool) -> CommandResult:
+    """Stream the command's output until it exits, times out or is stopped."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     captured: list[str] = []
     sink = captured.append if capture else ctx.log
@@ -97,12 +111,15 @@ def run_command(
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     buffer = b""
-    timed_out = False
+    timed_out = stopped = False
     eof = False
     while not eof:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         if wait == 0.0:
             timed_out = True
+            break
+        if ctx.cancel.is_set():
+            stopped = True
             break
         exited = proc.poll() is not None
         # Once the command has exited, only drain what is already buffered: a detached
@@ -126,6 +143,15 @@ def run_command(
         line = buffer.decode("utf-8", "replace")
         tail.append(ctx.redact(line))
         sink(line)
+    if stopped:
+        _terminate_group(proc, ctx.cancel_grace_s)
+        proc.stdout.close()
+        raise StepStopped(
+            f"stopped by request: {command}",
+            detail=FailureDetail(command=command, exit_code=proc.returncode, stderr_tail="\n".join(tail),
+                                 log_path=str(ctx.log_path)),
+            hint="See `intent explain` for what was done before the stop.",
+        )
     if timed_out:
         _terminate_group(proc, grace_s)
         proc.stdout.close()

@@ -40,6 +40,17 @@ requests = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Telemetry: refreshed at every phase change and at least every 10 s while a step runs.
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("heartbeat_at", sa.Float),
+    sa.Column("last_log_line", sa.Text, nullable=False, default=""),
+    # Where the running step's process group lives, so stop and the watchdog can reach it.
+    sa.Column("step_pgid", sa.Integer),
+    sa.Column("step_host", sa.String(256)),
+    # Set by `intent stop` / the watchdog; the running step polls it and stops its process group.
+    sa.Column("cancel_requested_at", sa.Float),
+    sa.Column("cancel_grace_s", sa.Float),
+    sa.Column("cancel_status", sa.String(32)),
 )
 
 step_states = sa.Table(

@@ -70,6 +70,18 @@ def _make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _check_columns(engine: Engine) -> None:
+    """Refuse a store created by an older version instead of failing later on a missing column."""
+    inspector = sa.inspect(engine)
+    for table in schema.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = sorted({c.name for c in table.columns} - present)
+        if missing:
+            raise StoreError(f"the state store's table {table.name} lacks columns {', '.join(missing)}: "
+                             "it was created by an older version",
+                             hint="Move the old INTENT_HOME/state.db aside (it keeps its audit chain) and run again.")
+
+
 def _reject_floats_early(event: AuditEvent) -> None:
     """Fail a bad body before taking the write lock (canonical_body raises ValueError on floats)."""
     canonical_body(event.body)
@@ -93,6 +105,7 @@ class StateStore:
         try:
             self.engine = _make_engine(url)
             schema.metadata.create_all(self.engine)
+            _check_columns(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot open the state store at {self._safe_url()}: {exc.__class__.__name__}",
                              hint="Check INTENT_STORE_URL / INTENT_HOME and that the database is up.") from None
@@ -262,8 +275,13 @@ class StateStore:
 
     def update_request(self, request_id: str, *, status: RequestStatus | None = None,
                        phase: str | None = None, run_id: str | None = None, error: str | None = None,
-                       exit_code: int | None = None) -> None:
-        values: dict[str, Any] = {"updated_at": time.time()}
+                       exit_code: int | None = None, attempt: int | None = None) -> None:
+        now = time.time()
+        values: dict[str, Any] = {"updated_at": now}
+        if phase is not None:
+            values["heartbeat_at"] = now  # a phase change is a sign of life too
+        if attempt is not None:
+            values["attempt"] = attempt
         if status is not None:
             values["status"] = status.value
             values["ended_at"] = time.time() if status.final else None
@@ -278,6 +296,64 @@ class StateStore:
         with self._begin() as conn:
             conn.execute(schema.requests.update()
                          .where(schema.requests.c.request_id == request_id).values(**values))
+
+    def heartbeat(self, request_id: str, *, last_log_line: str | None = None, pgid: int | None = None,
+                  host: str | None = None) -> None:
+        """Record a sign of life (and, when given, the last output line and the step's process group)."""
+        values: dict[str, Any] = {"heartbeat_at": time.time()}
+        if last_log_line is not None:
+            values["last_log_line"] = last_log_line[-500:]
+        if pgid is not None:
+            values["step_pgid"], values["step_host"] = pgid, host or socket.gethostname()
+        with self._begin() as conn:
+            conn.execute(schema.requests.update().where(schema.requests.c.request_id == request_id).values(**values))
+
+    def clear_step_process(self, request_id: str) -> None:
+        with self._begin() as conn:
+            conn.execute(schema.requests.update().where(schema.requests.c.request_id == request_id)
+                         .values(step_pgid=None, step_host=None))
+
+    def request_cancel(self, request_id: str, *, grace_s: float, status: RequestStatus) -> bool:
+        """Ask the running step to stop; False when the request is not running (or already asked)."""
+        with self._begin() as conn:
+            result = conn.execute(
+                schema.requests.update()
+                .where(schema.requests.c.request_id == request_id,
+                       schema.requests.c.status == RequestStatus.RUNNING.value,
+                       schema.requests.c.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=time.time(), cancel_grace_s=grace_s, cancel_status=status.value))
+        return bool(result.rowcount == 1)
+
+    def clear_cancel(self, request_id: str) -> None:
+        """Forget a stop request (a resumed request starts afresh)."""
+        with self._begin() as conn:
+            conn.execute(schema.requests.update().where(schema.requests.c.request_id == request_id)
+                         .values(cancel_requested_at=None, cancel_grace_s=None, cancel_status=None))
+
+    def cancel_request_of(self, request_id: str) -> tuple[float, RequestStatus] | None:
+        """(grace seconds, status to end in) when a stop was requested, else None."""
+        table = schema.requests
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(table.c.cancel_requested_at, table.c.cancel_grace_s, table.c.cancel_status)
+                               .where(table.c.request_id == request_id)).first()
+        if row is None or row.cancel_requested_at is None:
+            return None
+        return float(row.cancel_grace_s or 0), RequestStatus(row.cancel_status)
+
+    def requests_by_status(self, status: RequestStatus) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(schema.requests).where(schema.requests.c.status == status.value)
+                                .order_by(schema.requests.c.started_at))
+            return [dict(r._mapping) for r in rows]
+
+    def request_by_run(self, run_id: str) -> dict[str, Any] | None:
+        """The request a Dagster run belongs to (its own id, or a re-execution's latest run)."""
+        found = self.request(run_id)
+        if found is not None:
+            return found
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(schema.requests).where(schema.requests.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
 
     # --- steps ---------------------------------------------------------------------------------
 
