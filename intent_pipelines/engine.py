@@ -273,6 +273,9 @@ class Engine:
         started = time.monotonic()
         redact: Callable[[str], str] = str
         try:
+            if self.store.cancel_request_of(request_id) is not None:
+                raise StepStopped(f"{spec.name} was stopped before step {step_id} began",
+                                  hint=f"See `intent explain {request_id}`.")
             ns = self._namespace(spec, row, request_id)
             ctx = self._action_context(request_id, step_id, emit, dry_run=row["dry_run"],
                                        timeout_s=self._step_timeout(spec, row, step.timeout),
@@ -302,6 +305,12 @@ class Engine:
                                hint="This is a bug; see the step log and report it.")
             self._step_failed(spec, row, step, run_id, attempt, error, started, redact)
             raise error from exc
+        except BaseException:
+            # Dagster terminating the run (UI "Terminate", `intent stop`) interrupts the op; the
+            # runner has already killed the command's process group, so end the request as stopped.
+            self._stopped(spec, row, step, run_id, attempt,
+                          StepStopped(f"step {step_id} was interrupted by run termination"), started)
+            raise
         self.store.set_step(request_id, step_id, StepStatus.SUCCEEDED, run_id=run_id, attempt=attempt,
                             outputs=outputs)
         self._audit("step.complete", request_id, run_id, {

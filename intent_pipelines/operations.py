@@ -1,0 +1,175 @@
+"""Operator actions on requests: what is running, why it stopped, stop it, unlock a dead holder."""
+
+import contextlib
+import getpass
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from intent_pipelines.errors import LockBusy, UsageError
+from intent_pipelines.home import IntentHome
+from intent_pipelines.status import RequestStatus
+from intent_pipelines.store import StateStore
+from intent_pipelines.store.state import LockHolder
+
+# Dagster run statuses in which a run (and so a lock holder) is alive.
+LIVE_RUN_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
+
+NEXT_ACTION = {
+    RequestStatus.RUNNING: "follow it with `intent watch {id}`; stop it with `intent stop {id}`",
+    RequestStatus.SUCCEEDED: "nothing to do",
+    RequestStatus.DRY_RUN: "run it for real without --dry-run",
+    RequestStatus.FAILED: "fix the cause, then re-execute the run from failure in the Dagster UI "
+                          "(finished steps are kept), or start a new request",
+    RequestStatus.ROLLED_BACK: "the change was undone; fix the cause and start a new request",
+    RequestStatus.ROLLBACK_FAILED: "inspect the app now: the rollback failed (see the rollback step logs)",
+    RequestStatus.STOPPED_BY_OPERATOR: "re-execute the run from failure to continue, or start a new request",
+    RequestStatus.WATCHDOG_STUCK: "see the forensics under INTENT_HOME/forensics/{id}/, then re-execute "
+                                  "from failure or start a new request",
+}
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """One request as operators see it."""
+
+    row: dict[str, Any]
+    run_status: str
+
+    @property
+    def id(self) -> str:
+        return str(self.row["request_id"])
+
+    @property
+    def status(self) -> RequestStatus:
+        return RequestStatus(self.row["status"])
+
+    def heartbeat_age_s(self, now: float | None = None) -> float | None:
+        beat = self.row.get("heartbeat_at")
+        return None if beat is None else max(0.0, (now or time.time()) - float(beat))
+
+    def next_action(self) -> str:
+        return NEXT_ACTION[self.status].format(id=self.id)
+
+    def to_dict(self, home: IntentHome) -> dict[str, Any]:
+        age = self.heartbeat_age_s()
+        return {
+            "request_id": self.id, "intent": self.row["intent"], "status": self.status.value,
+            "phase": self.row["phase"], "attempt": self.row["attempt"],
+            "heartbeat_age_s": None if age is None else round(age, 1), "lock": self.row["lock_key"],
+            "run_id": self.row["run_id"], "run_status": self.run_status, "who": self.row["who"],
+            "error": self.row["error"], "last_log_line": self.row["last_log_line"],
+            "log_dir": str(home.root / "logs" / "steps" / self.id),
+        }
+
+
+class Operations:
+    """Reads and acts on requests; talks to Dagster through a DagsterInstance it is given."""
+
+    def __init__(self, home: IntentHome, store: StateStore, instance: Any) -> None:
+        self.home, self.store, self.instance = home, store, instance
+
+    def _run_status(self, run_id: str) -> str:
+        run = self.instance.get_run_by_id(run_id) if run_id else None
+        return run.status.value if run is not None else "UNKNOWN"
+
+    def find(self, request_or_run: str) -> RequestView:
+        """A request by its id or by the id of any of its runs."""
+        row = self.store.request_by_run(request_or_run)
+        if row is None:
+            raise UsageError(f"no request or run {request_or_run!r}",
+                             hint="Use an id from `intent status --all` or the Dagster UI.")
+        return RequestView(row, self._run_status(row["run_id"]))
+
+    def list(self, *, include_finished: bool, limit: int = 20) -> list[RequestView]:
+        """Running requests (or also the most recent finished ones)."""
+        rows = (self.store.recent_requests(limit) if include_finished
+                else self.store.requests_by_status(RequestStatus.RUNNING))
+        return [RequestView(row, self._run_status(row["run_id"])) for row in rows]
+
+    def stop(self, request_or_run: str, *, grace_s: float, reason: str, wait_s: float = 60.0,
+             status: RequestStatus = RequestStatus.STOPPED_BY_OPERATOR) -> dict[str, Any]:
+        """Stop a request: a queued run is cancelled in the queue, a running one stops its step.
+
+        Returns once the request has ended (its processes terminated and lock released) or
+        ``wait_s`` passed.
+        """
+        who = getpass.getuser()
+        run = self.instance.get_run_by_id(request_or_run)
+        row = self.store.request_by_run(request_or_run)
+        if run is not None and run.status.value in ("QUEUED", "NOT_STARTED") and row is None:
+            return self._cancel_queued(run, reason=reason, who=who)
+        if row is None:
+            raise UsageError(f"no request or run {request_or_run!r}",
+                             hint="Use an id from `intent status` or the Dagster UI.")
+        request_id = str(row["request_id"])
+        if row["status"] != RequestStatus.RUNNING.value:
+            raise UsageError(f"request {request_id} is not running (it ended {row['status']})",
+                             hint=f"See `intent explain {request_id}`.")
+        requested = time.time()
+        self.store.request_cancel(request_id, grace_s=grace_s, status=status)
+        self.store.append_audit("run.cancel_requested", request_id=request_id, run_id=row["run_id"],
+                                body={"who": who, "reason": reason, "grace_ms": int(grace_s * 1000),
+                                      "status": status.value})
+        self._terminate_dagster_run(row["run_id"])
+        deadline = requested + wait_s
+        while time.time() < deadline:
+            current = self.store.request(request_id)
+            if current is not None and current["status"] != RequestStatus.RUNNING.value:
+                break
+            time.sleep(0.2)
+        final = self.find(request_id)
+        return {"request_id": request_id, "status": final.status.value, "run_status": final.run_status,
+                "latency_ms": int((time.time() - requested) * 1000)}
+
+    def _cancel_queued(self, run: Any, *, reason: str, who: str) -> dict[str, Any]:
+        started = time.time()
+        self.instance.run_coordinator.cancel_run(run.run_id)
+        latency = int((time.time() - started) * 1000)
+        self.store.append_audit("run.cancel_requested", request_id=run.run_id, run_id=run.run_id,
+                                body={"who": who, "reason": reason, "queued": True})
+        self.store.append_audit("run.cancelled", request_id=run.run_id, run_id=run.run_id,
+                                body={"status": "CANCELED", "latency_ms": latency, "queued": True})
+        return {"request_id": run.run_id, "status": "CANCELED", "run_status": self._run_status(run.run_id),
+                "latency_ms": latency}
+
+    def _terminate_dagster_run(self, run_id: str) -> None:
+        """Ask Dagster to terminate the run too (a run launched by the daemon or the UI)."""
+        run = self.instance.get_run_by_id(run_id)
+        if run is None or run.status.value not in LIVE_RUN_STATUSES:
+            return
+        launcher = self.instance.run_launcher
+        # A run executed by `intent run` has no launcher to ask; its step stops through the store.
+        if run.tags.get("intent/source") != "cli" and launcher is not None:
+            # If Dagster cannot reach the run, the store-driven stop still ends the step.
+            with contextlib.suppress(Exception):
+                launcher.terminate(run_id)
+
+    def unlock(self, key: str, *, force: bool, reason: str) -> LockHolder:
+        """Release a lock whose holder is dead; a live holder needs --force and a reason."""
+        holder = self.store.lock_holder(key)
+        if holder is None:
+            known = ", ".join(sorted(h.key for h in self.store.locks())) or "none"
+            raise UsageError(f"no lock {key!r} is held", hint=f"Held locks: {known}.")
+        alive, why = self._holder_alive(holder)
+        if alive and not force:
+            raise LockBusy(f"{key} is held by a live holder: {holder.describe()} ({why})",
+                           hint="Stop it with `intent stop`, or pass --force --reason if you are sure.")
+        if force and not reason.strip():
+            raise UsageError("--force needs --reason", hint="Say why, e.g. --reason 'host died'.")
+        self.store.release_lock(key, request_id=holder.request_id)
+        self.store.append_audit("lock.unlock", request_id=holder.request_id, run_id=holder.run_id, body={
+            "lock": key, "forced": force, "holder_alive": alive, "why": why, "reason": reason,
+            "who": getpass.getuser()})
+        return holder
+
+    def _holder_alive(self, holder: LockHolder) -> tuple[bool, str]:
+        if holder.expires_at <= time.time():
+            return False, "its lease expired"
+        status = self._run_status(holder.run_id)
+        if status in LIVE_RUN_STATUSES:
+            return True, f"run {holder.run_id} is {status}"
+        if status == "UNKNOWN":
+            return True, "its lease is current"
+        return False, f"run {holder.run_id} is {status}"
+
