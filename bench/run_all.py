@@ -11,7 +11,7 @@ import time
 
 from bench._common import PYTHON, REPO_ROOT, RESULTS_DIR
 
-BENCHMARKS = ["cli_overhead", "definitions_load", "parallel_steps"]
+BENCHMARKS = ["cli_overhead", "definitions_load", "parallel_steps", "audit_verify", "audit_append"]
 
 
 def main(argv: list[str] | None = None) -> int:
