@@ -5,6 +5,7 @@ chain, so a request can be followed, resumed and proven without Dagster's own ru
 """
 
 import getpass
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,14 +18,18 @@ from pydantic import ValidationError
 from intent_pipelines.actions import registry
 from intent_pipelines.actions.base import ActionContext, Outputs
 from intent_pipelines.actions.runner import run_command
+from intent_pipelines.confirmation import check_confirmation, parse_confirm, plan_json
 from intent_pipelines.errors import (
+    ApprovalRequired,
     ConfirmationRequired,
+    GateRejected,
     IntentError,
     RollbackFailed,
     RolledBack,
     StepFailed,
     StepStopped,
     StepTimeout,
+    UsageError,
     VerifyFailed,
 )
 from intent_pipelines.fleet import load_fleet
@@ -34,7 +39,7 @@ from intent_pipelines.rendering import evaluate
 from intent_pipelines.retries import FailureClass, RetryOn, should_retry
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
-from intent_pipelines.spec.params import redact, resolve_params
+from intent_pipelines.spec.params import REDACTED, redact, resolve_params
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
 
@@ -42,7 +47,7 @@ LOCK_TTL_S = 60.0
 HEARTBEAT_S = 5.0
 # A re-execution may continue a request that failed or was stopped (its completed steps stand).
 RESUMABLE = frozenset({RequestStatus.FAILED.value, RequestStatus.STOPPED_BY_OPERATOR.value,
-                       RequestStatus.WATCHDOG_STUCK.value})
+                       RequestStatus.WATCHDOG_STUCK.value, RequestStatus.NEEDS_APPROVAL.value})
 OUTPUT_FILE_ENV = "INTENT_OUTPUT"
 
 
@@ -59,9 +64,13 @@ class LaunchRequest:
 
     params: Mapping[str, Any]
     dry_run: bool = False
-    confirm: bool = False
+    # True, or the hash of the plan being confirmed (see confirmation.py).
+    confirm: bool | str = False
     reason: str = ""
     who: str = ""
+    # A replay names the request it repeats; its recorded context is reused unless fresh_context.
+    replay_of: str = ""
+    fresh_context: bool = False
 
 
 class RetryStep(Exception):
@@ -163,8 +172,9 @@ class Engine:
         app = self._app_view(spec, values)
         if context is None:
             context = self.capture_context(spec, values, request_id=request_id, emit=emit)
-        shown = redact(spec, values, salt=request_id)
+        shown = redact(spec, values, salt=None)
         plan = build_plan(spec, intent_sha256=loaded.sha256, params=shown, context=dict(context), app=app)
+        self.store.save_plan(plan.plan_hash, plan_json(plan))
         return plan, values
 
     # --- preflight -----------------------------------------------------------------------------
@@ -174,28 +184,54 @@ class Engine:
         """Validate, plan, record ``request.start`` and take the lock. Idempotent per request."""
         existing = self.store.request(request_id)
         emit = _print_line("preflight")
-        plan, _values = self.plan(loaded, launch.params, request_id=request_id,
-                                  context=existing["context"] if existing else None, emit=emit)
-        if plan.confirm_required and not launch.confirm and not launch.dry_run:
-            raise ConfirmationRequired(f"{plan.intent} needs confirmation for these params",
-                                       hint="Review `intent plan`, then pass --confirm (or confirm: true).")
+        original = self._replayed(launch.replay_of) if launch.replay_of else None
+        context = existing["context"] if existing else (
+            original["context"] if original is not None and not launch.fresh_context else None)
+        plan, values = self.plan(loaded, launch.params, request_id=request_id, context=context, emit=emit)
+        _, bound = parse_confirm(launch.confirm)
+        check_confirmation(plan, launch.confirm, dry_run=launch.dry_run,
+                           confirmed_plan_body=self.store.plan_body(bound) if bound else None)
+        if original is not None and original.get("confirmed") and not parse_confirm(launch.confirm)[0] \
+                and not launch.dry_run:
+            raise ConfirmationRequired(f"request {launch.replay_of} needed confirmation, so its replay does too",
+                                       hint=f"Pass --confirm={plan.plan_hash[:12]} (or --confirm).")
         who = launch.who or getpass.getuser()
+        recorded_params = redact(loaded.spec, values, salt=request_id)
         created = self.store.create_request(
-            request_id=request_id, intent=plan.intent, run_id=run_id, params=plan.params,
+            request_id=request_id, intent=plan.intent, run_id=run_id, params=recorded_params,
             context=plan.context, plan_hash=plan.plan_hash, intent_sha256=loaded.sha256,
             lock_key=plan.lock, dry_run=launch.dry_run, reason=launch.reason, who=who)
         if created:
-            self.store.put_intent_file(loaded.sha256, plan.intent, loaded.content)
-            self._audit("request.start", request_id, run_id, {
+            self._record_intent_file(loaded, request_id, run_id)
+            body: dict[str, Any] = {
                 "intent": plan.intent, "version": plan.version, "intent_sha256": loaded.sha256,
-                "params": plan.params, "context": plan.context, "plan_hash": plan.plan_hash,
+                "params": recorded_params, "context": plan.context, "plan_hash": plan.plan_hash,
                 "who": who, "reason": launch.reason, "dry_run": launch.dry_run,
-                "confirmed": launch.confirm, "lock": plan.lock})
+                "confirmed": parse_confirm(launch.confirm)[0], "lock": plan.lock}
+            if original is not None:
+                body["replay_of"] = launch.replay_of
+                body["replay_mode"] = _replay_mode(original, recorded_params, launch.fresh_context)
+            self._audit("request.start", request_id, run_id, body)
         if plan.lock and not launch.dry_run:
             self._take_lock(plan.lock, request_id, run_id, wait_s=plan.lock_wait_s)
         emit(f"plan {plan.plan_hash[:12]} for {plan.intent}: {len(plan.steps)} steps"
              + (" (dry run)" if launch.dry_run else ""))
         return plan
+
+    def _record_intent_file(self, loaded: LoadedIntent, request_id: str, run_id: str) -> None:
+        """Keep the exact intent file, in the store and (first time only) in the audit chain."""
+        if self.store.intent_file(loaded.sha256) is None:
+            self.store.put_intent_file(loaded.sha256, loaded.spec.name, loaded.content)
+            self._audit("intent.file", request_id, run_id, {
+                "intent": loaded.spec.name, "intent_sha256": loaded.sha256, "content": loaded.content})
+
+    def _replayed(self, request_id: str) -> dict[str, Any]:
+        """The request.start body of the request being replayed (refused if unknown)."""
+        start = next((r for r in self.store.audit_records(request_id=request_id) if r.kind == "request.start"), None)
+        if start is None:
+            raise UsageError(f"request {request_id} has no request.start in the audit log",
+                             hint="Check the id; only requests that started can be replayed.")
+        return start.data()
 
     def _take_lock(self, key: str, request_id: str, run_id: str, *, wait_s: float) -> None:
         try:
@@ -216,7 +252,7 @@ class Engine:
                               hint="Re-execute the whole run; the preflight step must run first.")
         return row
 
-    def _spec_of(self, row: Mapping[str, Any]) -> IntentSpec:
+    def spec_of(self, row: Mapping[str, Any]) -> IntentSpec:
         # The exact file the request started with, so a mid-request edit can't change what runs.
         content = self.store.intent_file(row["intent_sha256"])
         if content is None:
@@ -266,7 +302,7 @@ class Engine:
         state = self.store.step_state(request_id, step_id)
         if state and state["status"] == StepStatus.SUCCEEDED.value:
             return dict(state["outputs"])  # already done in an earlier run of this request
-        spec = self._spec_of(row)
+        spec = self.spec_of(row)
         step = spec.step(step_id)
         emit = _print_line(step_id)
         self._set_phase(request_id, run_id, f"STEP {step_id}", attempt=attempt)
@@ -281,14 +317,17 @@ class Engine:
                                        timeout_s=self._step_timeout(spec, row, step.timeout),
                                        secrets=_secret_values(spec, ns))
             redact = ctx.redact
-            if step.when is not None and not evaluate(step.when, ns, where=f"steps.{step_id}.when"):
+            if not self._step_enabled(step, ns):
                 self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
                 self._audit("step.skip", request_id, run_id, {"step": step_id, "reason": "when is false"})
                 emit("skipped: `when` is false")
                 return {}
             call = render_call(step, ns, where=f"steps.{step_id}")
+            if step.gate == "manual" and not row["dry_run"]:
+                self._pass_gate(row, step, run_id)
             if row["dry_run"]:
-                emit(f"dry run: would {self.preview(call, ctx)}")
+                gate = " after a manual approval" if step.gate == "manual" else ""
+                emit(f"dry run: would{gate} {self.preview(call, ctx)}")
                 self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
                 return {}
             self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
@@ -318,10 +357,37 @@ class Engine:
             "duration_ms": int((time.monotonic() - started) * 1000)})
         return outputs
 
+    def _step_enabled(self, step: StepSpec, ns: Mapping[str, Any]) -> bool:
+        """`when` decides; a conditional gate can also be switched on with INTENT_ENABLE_<STEP_ID>."""
+        if step.gate == "conditional" and os.environ.get(f"INTENT_ENABLE_{step.id.upper()}", "") not in ("", "0"):
+            return True
+        return step.when is None or evaluate(step.when, ns, where=f"steps.{step.id}.when")
+
+    def _pass_gate(self, row: Mapping[str, Any], step: StepSpec, run_id: str) -> None:
+        """Let an approved gate through; otherwise stop the request here until a person decides."""
+        request_id = row["request_id"]
+        decision = self.store.gate_decision(request_id, step.id)
+        if decision is not None and decision["decision"] == "approved":
+            self._audit("gate.passed", request_id, run_id, {"step": step.id, "approved_by": decision["who"]})
+            return
+        if decision is not None:
+            raise GateRejected(f"gate {step.id} was rejected by {decision['who']}: {decision['reason']}",
+                               hint="Start a new request when the change is wanted again.")
+        self._audit("gate.approval_required", request_id, run_id, {"step": step.id})
+        if row["lock_key"] and self.store.release_lock(row["lock_key"], request_id=request_id):
+            # Waiting for a person may take hours; the re-execution takes the lock again.
+            self._audit("lock.release", request_id, run_id, {"lock": row["lock_key"]})
+        self.store.update_request(request_id, status=RequestStatus.NEEDS_APPROVAL, phase="NEEDS_APPROVAL")
+        raise ApprovalRequired(f"step {step.id} waits for approval",
+                               hint=f"Run `intent approve {request_id} --step {step.id} --reason ...`, "
+                                    "then re-execute the run from failure (UI) or `intent resume`.")
+
     def _step_failed(self, spec: IntentSpec, row: Mapping[str, Any], step: StepSpec, run_id: str, attempt: int,
                      error: IntentError, started: float, redact: Callable[[str], str]) -> None:
         """Retry a retryable failure (raises RetryStep); otherwise record it, roll back, end the request."""
         request_id = row["request_id"]
+        if isinstance(error, ApprovalRequired):
+            return  # not a failure: the request waits in NEEDS_APPROVAL
         if isinstance(error, StepStopped):
             self._stopped(spec, row, step, run_id, attempt, error, started)
             return
@@ -444,7 +510,7 @@ class Engine:
         if row["dry_run"]:
             self._complete(request_id, run_id, RequestStatus.DRY_RUN)
             return RequestStatus.DRY_RUN
-        spec = self._spec_of(row)
+        spec = self.spec_of(row)
         ns = self._namespace(spec, row, request_id)
         self._set_phase(request_id, run_id, "VERIFY")
         for check in spec.verify:
@@ -532,6 +598,17 @@ class Engine:
                              log_path=self.home.step_log(request_id, step_id), dry_run=dry_run,
                              timeout_s=timeout_s, emit=emit or (lambda line: None), secrets=secrets,
                              on_process=record_process)
+
+
+def _replay_mode(original: Mapping[str, Any], params: Mapping[str, Any], fresh_context: bool) -> str:
+    """exact, fresh_context, overrides, or both joined with '+'."""
+    def visible(values: Mapping[str, Any]) -> dict[str, Any]:
+        # Secrets are salted per request, so they never compare equal; they are not overrides.
+        return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith(REDACTED))}
+
+    changed = visible(original.get("params", {})) != visible(params)
+    modes = [m for m, on in (("fresh_context", fresh_context), ("overrides", changed)) if on]
+    return "+".join(modes) or "exact"
 
 
 def _secret_values(spec: IntentSpec, ns: Mapping[str, Any]) -> tuple[str, ...]:

@@ -14,6 +14,8 @@
     ├── StepFailed            (10)   a step failed for good (deterministic, or retries exhausted)
     │   ├── StepTimeout       (11)   a step ran past its timeout and was killed
     │   └── StepStopped       (15)   an operator (or the watchdog) stopped the step
+    ├── ApprovalRequired      (16)   a manual gate waits for `intent approve`
+    ├── GateRejected          (17)   a manual gate was rejected (`intent reject`)
     ├── RolledBack            (12)   a step failed and the completed steps were rolled back
     ├── RollbackFailed        (13)   a step failed and a rollback also failed: look at it now
     ├── VerifyFailed          (14)   the steps ran but a verify check did not pass
@@ -161,6 +163,18 @@ class StepStopped(StepFailed):
     exit_code = 15
 
 
+class ApprovalRequired(IntentError):
+    """A manual gate waits for a person: `intent approve REQUEST --step S --reason ...`, then re-execute."""
+
+    exit_code = 16
+
+
+class GateRejected(IntentError):
+    """A manual gate was rejected; the request fails for good."""
+
+    exit_code = 17
+
+
 class RolledBack(IntentError):
     """The request failed and its completed steps were rolled back."""
 
@@ -202,6 +216,8 @@ def exit_code_table() -> list[tuple[int, str, str]]:
         StepFailed,
         StepTimeout,
         StepStopped,
+        ApprovalRequired,
+        GateRejected,
         RolledBack,
         RollbackFailed,
         VerifyFailed,

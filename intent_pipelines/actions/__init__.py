@@ -4,7 +4,7 @@ import importlib
 
 from intent_pipelines.actions.base import REGISTRY, ActionDef
 
-_MODULES = ("app", "db", "http", "scaffold")
+_MODULES = ("app", "db", "gate", "http", "scaffold")
 
 
 def registry() -> dict[str, ActionDef]:

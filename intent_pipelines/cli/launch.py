@@ -5,11 +5,17 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, redirect_stdout
+from dataclasses import dataclass
 from typing import Any
 
+import click
 import dagster as dg
 
 from intent_pipelines.cli.context import CliContext
+from intent_pipelines.cli.output import err_console
+from intent_pipelines.confirmation import PlanChanged, check_confirmation, parse_confirm
+from intent_pipelines.errors import ConfirmationRequired
+from intent_pipelines.plan import ExecutionPlan
 from intent_pipelines.spec.loader import LoadedIntent
 
 LOCK_TAG = "intent/lock"
@@ -30,8 +36,44 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A validated launch: the plan, the typed launchpad values and the confirmation to send."""
+
+    plan: ExecutionPlan
+    typed: dict[str, Any]
+    confirm: str
+
+
+def prepare(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, confirm: str, dry_run: bool,
+            context: Mapping[str, str] | None = None) -> Prepared:
+    """Validate everything before a run exists (bad input never half-executes) and settle confirmation.
+
+    A bound plan hash must match the plan now (else the difference is printed and it is refused);
+    a guarded plan without confirmation asks on a terminal and is refused otherwise.
+    """
+    plan, values = cli.engine.plan(loaded, given, context=context)
+    # The launchpad config is typed (replicas: Int): hand it the validated values, minus secrets.
+    typed = {k: v for k, v in values.items() if v is not None and not loaded.spec.params[k].secret}
+    _, bound = parse_confirm(confirm)
+    try:
+        check_confirmation(plan, confirm, dry_run=dry_run,
+                           confirmed_plan_body=cli.engine.store.plan_body(bound) if bound else None)
+    except PlanChanged as exc:
+        for line in exc.diff:
+            err_console.print(line, markup=False, highlight=False)
+        raise
+    except ConfirmationRequired:
+        if not sys.stdin.isatty() or not click.confirm(
+                f"{loaded.spec.name} is guarded by policy (plan {plan.plan_hash[:12]}). Proceed?"):
+            raise
+        confirm = plan.plan_hash
+    return Prepared(plan, typed, confirm)
+
+
 def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, dry_run: bool,
-           confirm: bool, reason: str, lock: str | None, quiet: bool) -> dict[str, Any]:
+           confirm: str, reason: str, lock: str | None, quiet: bool, replay_of: str = "",
+           fresh_context: bool = False, reexecute_of: str = "") -> dict[str, Any]:
     """Execute the job in this process (no queue) and return the request's outcome as data."""
     spec = loaded.spec
     cli.ensure_dagster_home()
@@ -40,13 +82,24 @@ def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
     job = dg.build_reconstructable_job("intent_pipelines.dagster_defs.jobs", "job_for",
                                        reconstructable_args=(spec.name,))
     run_config = {k: v for k, v in given.items()}
-    run_config.update({"dry_run": dry_run, "confirm": confirm, "reason": reason})
+    run_config.update({"dry_run": dry_run, "confirm": confirm, "reason": reason, "replay_of": replay_of,
+                       "fresh_context": fresh_context})
     tags = {"intent/name": spec.name, "intent/source": "cli"}
     if lock and not dry_run:
         tags[LOCK_TAG] = lock
+    if replay_of:
+        tags["intent/replay_of"] = replay_of
     with dg.DagsterInstance.get() as instance, _stdout_to_stderr() if quiet else nullcontext():
-        result = dg.execute_job(job, instance=instance, run_config=run_config, tags=tags)
+        if reexecute_of:
+            # Continue the same request: Dagster skips the steps that already succeeded.
+            options = dg.ReexecutionOptions.from_failure(reexecute_of, instance)
+            result = dg.execute_job(job, instance=instance, reexecution_options=options, tags=tags)
+        else:
+            result = dg.execute_job(job, instance=instance, run_config=run_config, tags=tags)
         run_id = result.run_id
+        run = instance.get_run_by_id(run_id)
+    # A re-execution reports on the request it continues (the root run).
+    run_id = (run.root_run_id if run is not None else None) or run_id
     request = cli.engine.store.request(run_id)
     if request is None:  # the run failed before preflight could record anything
         failure = next((e.message for e in result.all_events if e.is_failure), "run failed")

@@ -14,8 +14,8 @@ from intent_pipelines.cli.audit import audit
 from intent_pipelines.cli.context import POOL_LIMITS, CliContext
 from intent_pipelines.cli.operate import explain, status, stop, unlock, watch
 from intent_pipelines.cli.output import console, print_error, print_json
+from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
 from intent_pipelines.errors import (
-    ConfirmationRequired,
     IntentError,
     SpecError,
     exit_code_table,
@@ -52,6 +52,9 @@ class IntentGroup(click.Group):
 
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
+# `--confirm` alone means yes; `--confirm=HASH` confirms exactly the plan with that hash.
+CONFIRM_OPTION = click.option("--confirm", is_flag=False, flag_value="true", default="", metavar="[=PLANHASH]",
+                              help="Confirm a guarded change; with =PLANHASH, only exactly that plan.")
 PARAM_OPTION = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
                             help="A param value; repeat for several.")
 
@@ -206,34 +209,26 @@ def graph(cli: CliContext, intent: str) -> None:
 @click.argument("intent")
 @PARAM_OPTION
 @click.option("--dry-run", is_flag=True, help="Plan and log every step; change nothing.")
-@click.option("--confirm", is_flag=True, help="Confirm a change the policy guards.")
+@CONFIRM_OPTION
 @click.option("--reason", default="", help="Why you run this; recorded in the audit log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_ctx
-def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, confirm: bool,
+def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, confirm: str,
         reason: str, as_json: bool) -> None:
     """Run INTENT through Dagster on the persistent instance (it shows in the UI)."""
-    from intent_pipelines.cli.launch import launch
+    from intent_pipelines.cli.launch import launch, prepare
     from intent_pipelines.dagster_defs.jobs import is_chain, warm_forkserver
 
     loaded = cli.catalog.get(intent)
     if not is_chain(loaded.spec):
         warm_forkserver()
-    given = parse_assignments(list(params))
-    # Validate everything before a run exists: bad input never half-executes.
-    execution_plan, values = cli.engine.plan(loaded, given)
-    # The launchpad config is typed (replicas: Int): hand it the validated values, minus secrets.
-    typed = {k: v for k, v in values.items() if v is not None and not loaded.spec.params[k].secret}
-    if execution_plan.confirm_required and not confirm and not dry_run:
-        if sys.stdin.isatty() and click.confirm(f"{loaded.spec.name} is guarded by policy. Proceed?"):
-            confirm = True
-        else:
-            raise ConfirmationRequired(f"{loaded.spec.name} needs confirmation for these params",
-                                       hint="Review `intent plan`, then pass --confirm.")
+    prepared = prepare(cli, loaded, parse_assignments(list(params)), confirm=confirm, dry_run=dry_run)
+    execution_plan = prepared.plan
     if not as_json:
-        console.print(f"plan {execution_plan.plan_hash[:12]}: {len(execution_plan.steps)} steps"
-                      + (" (dry run)" if dry_run else ""), markup=False)
-    outcome = launch(cli, loaded, typed, dry_run=dry_run, confirm=confirm, reason=reason,
+        console.print(f"plan {execution_plan.plan_hash}: {len(execution_plan.steps)} steps"
+                      + (" (dry run; confirm exactly this plan with --confirm=" + execution_plan.plan_hash[:12] + ")"
+                         if dry_run else ""), markup=False)
+    outcome = launch(cli, loaded, prepared.typed, dry_run=dry_run, confirm=prepared.confirm, reason=reason,
                      lock=execution_plan.lock, quiet=as_json)
     if as_json:
         print_json(outcome)
@@ -246,7 +241,7 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
 
 
 main.add_command(audit)  # its heavy imports (pyarrow) happen only when an audit command runs
-for _command in (status, watch, explain, stop, unlock):
+for _command in (status, watch, explain, stop, unlock, replay, resume, approve, reject):
     main.add_command(_command)
 
 

@@ -47,13 +47,21 @@ def _preflight_op(loaded: LoadedIntent) -> dg.OpDefinition:
         engine = getattr(context.resources, RUNTIME_KEY).engine()
         cfg = context.op_config
         launch = LaunchRequest(params=cfg["params"], dry_run=cfg["dry_run"], confirm=cfg["confirm"],
-                               reason=cfg["reason"], who=cfg["who"])
+                               reason=cfg["reason"], who=cfg["who"], replay_of=cfg["replay_of"],
+                               fresh_context=cfg["fresh_context"])
         request_id = request_id_of(context)
         try:
             plan = engine.preflight(loaded, launch, request_id=request_id, run_id=context.run_id)
         except IntentError as exc:
             engine.abort_preflight(loaded, launch, request_id=request_id, run_id=context.run_id, error=exc)
             raise _failure(exc) from None
+        tags = {"intent/replay_of": launch.replay_of} if launch.replay_of else {}
+        if plan.lock and not launch.dry_run:
+            tags["intent/lock"] = plan.lock
+        # Launches from the UI cannot know these before the plan exists; record them on the run now.
+        missing = {k: v for k, v in tags.items() if context.run.tags.get(k) != v}
+        if missing:
+            context.instance.add_run_tags(context.run_id, missing)
         context.add_output_metadata({"plan_hash": plan.plan_hash, "steps": len(plan.steps),
                                      "lock": plan.lock or "", "dry_run": launch.dry_run},
                                     output_name="result")

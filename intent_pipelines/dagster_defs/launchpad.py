@@ -26,8 +26,14 @@ def launch_config_class(spec: IntentSpec) -> type[dg.Config]:
     """A Config class whose fields are the intent's (non-secret) params plus dry_run/confirm/reason."""
     fields: dict[str, Any] = {name: _field(p) for name, p in spec.params.items() if not p.secret}
     fields["dry_run"] = (bool, pydantic.Field(default=False, description="plan and log only; change nothing"))
-    fields["confirm"] = (bool, pydantic.Field(default=False, description="confirm a change the policy guards"))
+    # Any, so the launchpad takes both `confirm: true` and `confirm: <plan hash>`.
+    fields["confirm"] = (Any, pydantic.Field(
+        default="", description="confirm a change the policy guards: true, or the plan hash a dry run showed"))
     fields["reason"] = (str, pydantic.Field(default="", description="why: recorded in the audit log"))
+    fields["replay_of"] = (str, pydantic.Field(
+        default="", description="replay this earlier request: its recorded context is reused"))
+    fields["fresh_context"] = (bool, pydantic.Field(
+        default=False, description="with replay_of: capture the context again instead of reusing it"))
     model: type[dg.Config] = pydantic.create_model(
         f"{spec.job_name}_launch", __base__=dg.Config, **fields)
     return model
@@ -38,9 +44,11 @@ def preflight_config_schema() -> dict[str, Any]:
     return {
         "params": dg.Field(dg.Permissive(), default_value={}),  # type: ignore[no-untyped-call]
         "dry_run": dg.Field(bool, default_value=False),
-        "confirm": dg.Field(bool, default_value=False),
+        "confirm": dg.Field(dg.Any, default_value=""),
         "reason": dg.Field(str, default_value=""),
         "who": dg.Field(str, default_value=""),
+        "replay_of": dg.Field(str, default_value=""),
+        "fresh_context": dg.Field(bool, default_value=False),
     }
 
 
@@ -54,7 +62,8 @@ def launch_config_mapping(spec: IntentSpec) -> dg.ConfigMapping:
         return {
             "ops": {PREFLIGHT: {"config": {
                 "params": params, "dry_run": config["dry_run"], "confirm": config["confirm"],
-                "reason": config["reason"]}}},
+                "reason": config["reason"], "replay_of": config["replay_of"],
+                "fresh_context": config["fresh_context"]}}},
             # Dagster's per-event console lines drown the step output the CLI streams; the UI's
             # event log keeps every event regardless of this level.
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},

@@ -154,6 +154,17 @@ class StepSpec(ActionCall):
     pool: str | None = None
     when: str | None = None
     rollback: RollbackSpec | None = None
+    # manual: a person approves (`intent approve`) before it runs; conditional: it runs only when
+    # `when` holds or INTENT_ENABLE_<STEP_ID> is set in the environment.
+    gate: Literal["auto", "manual", "conditional"] = "auto"
+
+    @model_validator(mode="after")
+    def _gate_consistent(self) -> "StepSpec":
+        if self.uses == "gate.manual" and self.gate == "auto":
+            object.__setattr__(self, "gate", "manual")  # a pure approval step needs no extra key
+        if self.gate == "conditional" and self.when is None:
+            raise ValueError("a conditional gate needs a `when` (or use gate: auto)")
+        return self
 
 
 class VerifyCheck(ActionCall):

@@ -143,12 +143,18 @@ def resolve_params(
     return values
 
 
-def redact(spec: IntentSpec, values: Mapping[str, Any], *, salt: str) -> dict[str, Any]:
-    """Replace secret values by a salted hash so equality stays checkable without the secret."""
+def redact(spec: IntentSpec, values: Mapping[str, Any], *, salt: str | None) -> dict[str, Any]:
+    """Replace secret values by a salted hash so equality stays checkable without the secret.
+
+    With ``salt=None`` a secret becomes just ``***``: plans hash the same whatever the secret is.
+    """
     out: dict[str, Any] = {}
     for name, value in values.items():
         pspec = spec.params.get(name)
         if pspec is not None and pspec.secret and value is not None:
+            if salt is None:
+                out[name] = REDACTED
+                continue
             digest = hashlib.sha256(f"{salt}\0{value}".encode()).hexdigest()[:16]
             out[name] = f"{REDACTED}sha256:{digest}"
         else:

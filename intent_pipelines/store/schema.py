@@ -96,3 +96,23 @@ audit_checkpoints = sa.Table(
     # The checkpoint's canonical JSON, exactly as written to its files.
     sa.Column("body", sa.LargeBinary, nullable=False),
 )
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("step_id", sa.String(128), primary_key=True),
+    sa.Column("decision", sa.String(16), nullable=False),  # approved | rejected
+    sa.Column("who", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+)
+
+plans = sa.Table(
+    "plans",
+    metadata,
+    # Every plan shown (intent plan, dry runs, preflight), so a confirmation can show what changed.
+    sa.Column("plan_hash", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -227,6 +227,37 @@ class StateStore:
         with self._begin() as conn:
             conn.execute(schema.audit_checkpoints.insert().values(number=number, size=size, body=body))
 
+    # --- approvals and plans -------------------------------------------------------------------
+
+    def decide_gate(self, request_id: str, step_id: str, *, decision: str, who: str, reason: str) -> None:
+        """Record (or replace) the decision on a manual gate."""
+        table = schema.approvals
+        with self._begin() as conn:
+            conn.execute(table.delete().where(table.c.request_id == request_id, table.c.step_id == step_id))
+            conn.execute(table.insert().values(request_id=request_id, step_id=step_id, decision=decision,
+                                               who=who, reason=reason, decided_at=time.time()))
+
+    def gate_decision(self, request_id: str, step_id: str) -> dict[str, Any] | None:
+        table = schema.approvals
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.request_id == request_id,
+                                                      table.c.step_id == step_id)).first()
+        return dict(row._mapping) if row else None
+
+    def save_plan(self, plan_hash: str, body: str) -> None:
+        table = schema.plans
+        with self._begin() as conn:
+            if not conn.execute(sa.select(table.c.plan_hash).where(table.c.plan_hash == plan_hash)).first():
+                conn.execute(table.insert().values(plan_hash=plan_hash, body=body, created_at=time.time()))
+
+    def plan_body(self, plan_hash_prefix: str) -> str | None:
+        """A stored plan by its hash or a unique prefix of it (as users type it)."""
+        table = schema.plans
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(table.c.body).where(table.c.plan_hash.startswith(plan_hash_prefix))
+                                .limit(2)).all()
+        return str(rows[0].body) if len(rows) == 1 else None
+
     # --- intent files --------------------------------------------------------------------------
 
     def put_intent_file(self, sha256: str, name: str, content: str) -> None:

@@ -1,0 +1,181 @@
+"""Commands on past requests: replay, resume (re-execute from failure), approve and reject gates."""
+
+import difflib
+import getpass
+import sys
+from typing import Any
+
+import click
+
+from intent_pipelines.cli.context import CliContext
+from intent_pipelines.cli.output import console, err_console, print_json
+from intent_pipelines.errors import AuditBroken, IntentError, UsageError
+from intent_pipelines.spec.loader import LoadedIntent, parse_intent
+from intent_pipelines.spec.params import REDACTED, parse_assignments
+from intent_pipelines.status import RequestStatus
+
+pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
+
+
+def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(outcome)
+        return
+    line = f"request {outcome['request_id']}: {outcome['status']}"
+    console.print(line + (f" — {outcome['error']}" if outcome["error"] else ""), markup=False)
+
+
+def _original(cli: CliContext, request_id: str) -> tuple[dict[str, Any], str]:
+    """The original request.start body and its intent file content, from the audit log alone.
+
+    The request's part of the chain is verified first: a replay of tampered history is refused.
+    """
+    from intent_pipelines.audit.integrity import verify_store
+
+    store = cli.engine.store
+    records = list(store.audit_records(request_id=request_id))
+    start = next((r for r in records if r.kind == "request.start"), None)
+    if start is None:
+        raise UsageError(f"request {request_id} is not in the audit log",
+                         hint="Check the id: it is the run id `intent run` prints and the UI shows.")
+    result = verify_store(store, cli.home, first_seq=0, last_seq=records[-1].seq)
+    if not result.ok:
+        first = result.first_break
+        assert first is not None
+        raise AuditBroken(f"the audit chain is broken at seq {first.seq} ({first.kind.value}): request "
+                          f"{request_id} cannot be trusted for replay", hint="Run `intent audit verify`.")
+    body = start.data()
+    sha = body["intent_sha256"]
+    file_record = next((r for r in store.audit_records() if r.kind == "intent.file"
+                        and r.data().get("intent_sha256") == sha), None)
+    if file_record is None:
+        raise UsageError(f"the intent file of request {request_id} ({sha[:12]}) is not in the audit log",
+                         hint="Requests from before intent files were recorded cannot be replayed exactly.")
+    return body, str(file_record.data()["content"])
+
+
+def _show_diff(title: str, old: str, new: str) -> bool:
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), f"{title} (then)", f"{title} (now)",
+                                      lineterm=""))
+    for line in lines:
+        err_console.print(line, markup=False, highlight=False)
+    return bool(lines)
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--dry-run", is_flag=True, help="Show what the replay would run (and any drift); run nothing.")
+@click.option("--fresh-context", is_flag=True, help="Capture the context again instead of reusing the recorded one.")
+@click.option("--override", "overrides", multiple=True, metavar="NAME=VALUE", help="Change a param; repeatable.")
+@click.option("--confirm", is_flag=False, flag_value="true", default="", metavar="[=PLANHASH]",
+              help="Confirm, if the original needed it (or its policy asks now).")
+@click.option("--accept-drift", is_flag=True, help="Run the current intent definition although it changed.")
+@click.option("--reason", default="", help="Why; recorded in the audit log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@pass_ctx
+def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool, overrides: tuple[str, ...],
+           confirm: str, accept_drift: bool, reason: str, as_json: bool) -> None:
+    """Run a past request again: same intent, params and context, from the audit log alone."""
+    from intent_pipelines.cli.launch import launch, prepare
+
+    original, content = _original(cli, request_id)
+    current = cli.catalog.get(original["intent"])
+    drifted = current.sha256 != original["intent_sha256"]
+    if drifted:
+        _show_diff(f"intent {original['intent']}", content, current.content)
+        if not accept_drift and not dry_run:
+            raise UsageError(f"intent {original['intent']} changed since request {request_id}",
+                             hint="Review the diff above; pass --accept-drift to run the current definition.")
+    loaded = current if drifted else LoadedIntent(parse_intent(content, f"<recorded {original['intent']}>"),
+                                                  current.path, content)
+    params = {k: v for k, v in original["params"].items()
+              if not (isinstance(v, str) and v.startswith(REDACTED))}  # secrets come from the environment
+    changes = parse_assignments(list(overrides))
+    for name, value in changes.items():
+        err_console.print(f"override {name}: {params.get(name)!r} -> {value!r}", markup=False)
+    context = None if fresh_context else original["context"]
+    prepared = prepare(cli, loaded, {**params, **changes}, confirm=confirm, dry_run=dry_run, context=context)
+    if fresh_context:
+        for key in sorted(set(original["context"]) | set(prepared.plan.context)):
+            old, new = original["context"].get(key), prepared.plan.context.get(key)
+            err_console.print(f"context {key}: {old!r} -> {new!r}" + ("" if old != new else " (same)"), markup=False)
+    if original.get("confirmed") and not dry_run and prepared.confirm in ("", "false"):
+        raise IntentError(f"request {request_id} needed confirmation, so its replay does too",
+                          hint=f"Pass --confirm={prepared.plan.plan_hash[:12]}.")
+    if dry_run:
+        if as_json:
+            print_json({**prepared.plan.to_dict(), "plan_hash": prepared.plan.plan_hash, "drift": drifted})
+        else:
+            console.print(f"replay of {request_id}: plan {prepared.plan.plan_hash}"
+                          + (" (intent changed: see the diff)" if drifted else ""), markup=False)
+        return
+    outcome = launch(cli, loaded, prepared.typed, dry_run=False, confirm=prepared.confirm, reason=reason,
+                     lock=prepared.plan.lock, quiet=as_json, replay_of=request_id, fresh_context=fresh_context)
+    _print_outcome(outcome, as_json)
+    sys.exit(outcome["exit_code"])
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@pass_ctx
+def resume(cli: CliContext, request_id: str, as_json: bool) -> None:
+    """Re-execute a failed, stopped or waiting request from failure (finished steps are not re-run)."""
+    from intent_pipelines.cli.launch import launch
+
+    row = cli.engine.store.request_by_run(request_id)
+    if row is None:
+        raise UsageError(f"no request {request_id}", hint="Check the id (`intent status --all`).")
+    status = RequestStatus(row["status"])
+    if status in (RequestStatus.ROLLED_BACK, RequestStatus.ROLLBACK_FAILED):
+        raise UsageError(f"request {row['request_id']} was rolled back; resuming would skip steps whose "
+                         "effects were undone", hint=f"Run it again with `intent replay {row['request_id']}`.")
+    if status not in (RequestStatus.FAILED, RequestStatus.STOPPED_BY_OPERATOR, RequestStatus.WATCHDOG_STUCK,
+                      RequestStatus.NEEDS_APPROVAL):
+        raise UsageError(f"request {row['request_id']} is {status.value}; only failed, stopped or waiting "
+                         "requests can be resumed", hint=f"See `intent explain {row['request_id']}`.")
+    loaded = cli.catalog.get(row["intent"])
+    outcome = launch(cli, loaded, {}, dry_run=False, confirm="", reason="", lock=row["lock_key"], quiet=as_json,
+                     reexecute_of=row["run_id"])
+    _print_outcome(outcome, as_json)
+    sys.exit(outcome["exit_code"])
+
+
+def _decide(cli: CliContext, request_id: str, step: str, reason: str, decision: str) -> None:
+    if not reason.strip():
+        raise UsageError("--reason is required", hint="Say why; it goes into the audit log.")
+    row = cli.engine.store.request_by_run(request_id)
+    if row is None:
+        raise UsageError(f"no request {request_id}", hint="Check the id (`intent status --all`).")
+    spec = cli.engine.spec_of(row)
+    gates = [s.id for s in spec.steps if s.gate == "manual"]
+    if step not in gates:
+        raise UsageError(f"{row['intent']} has no manual gate {step!r}",
+                         hint=f"Its manual gates: {', '.join(gates) or 'none'}.")
+    who = getpass.getuser()
+    cli.engine.store.decide_gate(row["request_id"], step, decision=decision, who=who, reason=reason)
+    cli.engine.store.append_audit(f"gate.{decision}", request_id=row["request_id"], run_id=row["run_id"],
+                                  body={"step": step, "who": who, "reason": reason})
+    console.print(f"gate {step} of request {row['request_id']} {decision} by {who}; re-execute the run from "
+                  f"failure (UI) or `intent resume {row['request_id']}` to continue", markup=False)
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--step", required=True, help="The manual gate's step id.")
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@pass_ctx
+def approve(cli: CliContext, request_id: str, step: str, reason: str) -> None:
+    """Approve a manual gate; the next re-execution passes it."""
+    _decide(cli, request_id, step, reason, "approved")
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--step", required=True, help="The manual gate's step id.")
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@pass_ctx
+def reject(cli: CliContext, request_id: str, step: str, reason: str) -> None:
+    """Reject a manual gate; the next re-execution fails the request for good."""
+    _decide(cli, request_id, step, reason, "rejected")
+
