@@ -131,7 +131,14 @@ def show(cli: CliContext, request_id: str, as_json: bool) -> None:
     if as_json:
         print_json(timeline)
         return
-    skip = {"seq", "ts", "kind", "run_id", "request_id"}
+    skip = {"seq", "ts", "kind", "run_id", "request_id", "content"}
+    start = next((e for e in timeline if e["kind"] == "request.start"), {})
+    if start.get("replay_of"):
+        console.print(f"replay of {start['replay_of']} ({start.get('replay_mode', 'exact')})", markup=False)
+    replays = [r.request_id for r in cli.engine.store.audit_records()
+               if r.kind == "request.start" and r.data().get("replay_of") == request_id]
+    if replays:
+        console.print(f"replayed by {', '.join(replays)}", markup=False)
     for event in timeline:
         details = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(event.items()) if k not in skip and v not in
                             ("", None, [], {}))
