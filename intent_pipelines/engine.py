@@ -200,7 +200,8 @@ class Engine:
         created = self.store.create_request(
             request_id=request_id, intent=plan.intent, run_id=run_id, params=recorded_params,
             context=plan.context, plan_hash=plan.plan_hash, intent_sha256=loaded.sha256,
-            lock_key=plan.lock, dry_run=launch.dry_run, reason=launch.reason, who=who)
+            lock_key=plan.lock, dry_run=launch.dry_run, reason=launch.reason, who=who,
+            replay_of=launch.replay_of or None)
         if created:
             self._record_intent_file(loaded, request_id, run_id)
             body: dict[str, Any] = {

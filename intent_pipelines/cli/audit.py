@@ -135,8 +135,7 @@ def show(cli: CliContext, request_id: str, as_json: bool) -> None:
     start = next((e for e in timeline if e["kind"] == "request.start"), {})
     if start.get("replay_of"):
         console.print(f"replay of {start['replay_of']} ({start.get('replay_mode', 'exact')})", markup=False)
-    replays = [r.request_id for r in cli.engine.store.audit_records()
-               if r.kind == "request.start" and r.data().get("replay_of") == request_id]
+    replays = cli.engine.store.replays_of(request_id)
     if replays:
         console.print(f"replayed by {', '.join(replays)}", markup=False)
     for event in timeline:

@@ -34,6 +34,7 @@ requests = sa.Table(
     sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("who", sa.String(128), nullable=False, default=""),
+    sa.Column("replay_of", sa.String(64), index=True),
     sa.Column("error", sa.Text, nullable=False, default=""),
     # The CLI exit code the outcome maps to (errors.py table); 0 while running or on success.
     sa.Column("exit_code", sa.Integer, nullable=False, default=0),

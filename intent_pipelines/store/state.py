@@ -278,7 +278,8 @@ class StateStore:
 
     def create_request(self, *, request_id: str, intent: str, run_id: str, params: dict[str, Any],
                        context: dict[str, str], plan_hash: str, intent_sha256: str,
-                       lock_key: str | None, dry_run: bool, reason: str, who: str) -> bool:
+                       lock_key: str | None, dry_run: bool, reason: str, who: str,
+                       replay_of: str | None = None) -> bool:
         """Insert the request row; returns False when it already exists (a re-executed preflight)."""
         now = time.time()
         with self._begin() as conn:
@@ -289,7 +290,7 @@ class StateStore:
                 request_id=request_id, intent=intent, status=RequestStatus.RUNNING.value,
                 phase="PREFLIGHT", run_id=run_id, params=params, context=context, plan_hash=plan_hash,
                 intent_sha256=intent_sha256, lock_key=lock_key, dry_run=dry_run, reason=reason,
-                who=who, error="", exit_code=0, started_at=now, updated_at=now))
+                who=who, replay_of=replay_of or None, error="", exit_code=0, started_at=now, updated_at=now))
         return True
 
     def request(self, request_id: str) -> dict[str, Any] | None:
@@ -376,6 +377,14 @@ class StateStore:
             rows = conn.execute(sa.select(schema.requests).where(schema.requests.c.status == status.value)
                                 .order_by(schema.requests.c.started_at))
             return [dict(r._mapping) for r in rows]
+
+    def replays_of(self, request_id: str) -> list[str]:
+        """Ids of the requests that replayed ``request_id``, oldest first."""
+        table = schema.requests
+        with self.engine.connect() as conn:
+            return [r.request_id for r in conn.execute(sa.select(table.c.request_id)
+                                                       .where(table.c.replay_of == request_id)
+                                                       .order_by(table.c.started_at))]
 
     def request_by_run(self, run_id: str) -> dict[str, Any] | None:
         """The request a Dagster run belongs to (its own id, or a re-execution's latest run)."""
