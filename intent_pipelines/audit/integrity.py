@@ -1,6 +1,8 @@
 """Integrity checks of a live store or of exported files: verify, take checkpoints, raise the alert."""
 
+import itertools
 import json
+import os
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 from intent_pipelines.audit.checkpoint import GENESIS_DIGEST, Checkpoint, anchor_dir, read_dir, write_once
 from intent_pipelines.audit.export import day_bounds, parquet_files, read_records
 from intent_pipelines.audit.merkle import merkle_root
+from intent_pipelines.audit.parallel import verify_files_parallel
 from intent_pipelines.audit.record import GENESIS_PREV
 from intent_pipelines.audit.verify import BreakKind, ChainBreak, VerifyResult, verify_records
 from intent_pipelines.errors import AuditBroken, UsageError
@@ -71,7 +74,12 @@ def verify_store(store: StateStore, home: IntentHome, *, first_seq: int | None =
     return result
 
 
-def verify_parquet(root: Path, checkpoints_from: Path | None, *, require_checkpoints: bool = False) -> VerifyResult:
+# Below this much Parquet, starting worker processes costs more than it saves.
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+
+
+def verify_parquet(root: Path, checkpoints_from: Path | None, *, require_checkpoints: bool = False,
+                   workers: int | None = None) -> VerifyResult:
     """Verify exported files alone (no database); checkpoints from a directory of checkpoint files.
 
     Checkpoints cover the chain from seq 0, so files that start later cannot be checked against
@@ -82,11 +90,18 @@ def verify_parquet(root: Path, checkpoints_from: Path | None, *, require_checkpo
         raise UsageError(f"no audit Parquet files under {root}",
                          hint="Point --parquet at the warehouse's audit_events directory or one file.")
     checkpoints, breaks = resolve_checkpoints({"file": read_dir(checkpoints_from)} if checkpoints_from else {})
-    first = next(read_records(files[:1]), None)
-    start_seq = first[0] if first else 0
-    start_prev = first[1] if first and start_seq > 0 else GENESIS_PREV
-    result = verify_records(read_records(files), checkpoints=checkpoints, start_seq=start_seq,
-                            start_prev=start_prev)
+    if workers is None:
+        big = sum(f.stat().st_size for f in files) >= PARALLEL_MIN_BYTES
+        workers = min(os.cpu_count() or 1, len(files)) if big else 1
+    if workers > 1:
+        result = verify_files_parallel(files, checkpoints, workers=workers)
+    else:
+        records = read_records(files)
+        first = next(records, None)
+        start_prev = first[1] if first and first[0] > 0 else GENESIS_PREV
+        result = verify_records(itertools.chain([first] if first else [], records), checkpoints=checkpoints,
+                                start_seq=first[0] if first else 0, start_prev=start_prev)
+    start_seq = result.first_seq or 0
     if require_checkpoints and checkpoints and start_seq > 0:
         result.breaks.append(ChainBreak(0, BreakKind.SEQ_GAP, f"the files start at seq {start_seq}: records "
                                         f"0..{start_seq - 1} are missing, so no checkpoint can be checked"))

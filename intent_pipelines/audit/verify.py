@@ -44,6 +44,8 @@ class VerifyResult:
     head: bytes = GENESIS_PREV
     checkpoints_checked: list[int] = field(default_factory=list)
     breaks: list[ChainBreak] = field(default_factory=list)
+    # Hashes of chosen records (checkpoint heads), for verification split across processes.
+    hashes_at: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,7 @@ def verify_records(
     start_seq: int = 0,
     start_prev: bytes = GENESIS_PREV,
     max_breaks: int = 20,
+    keep_hashes_at: frozenset[int] = frozenset(),
 ) -> VerifyResult:
     """Check every link and hash in order; then that each checkpoint still matches the records.
 
@@ -89,6 +92,7 @@ def verify_records(
     result = VerifyResult()
     expected_seq, prev = start_seq, start_prev
     hashes: list[bytes] = []
+    collect = bool(checkpoints) and start_seq == 0
     sha256, pack, domain = hashlib.sha256, struct.Struct(">Q").pack, DOMAIN
 
     def broken(seq: int, kind: BreakKind, detail: str) -> bool:
@@ -114,10 +118,13 @@ def verify_records(
         if sha256(domain + pack(seq) + rec_prev + body).digest() != rec_hash:
             if broken(seq, BreakKind.HASH_MISMATCH, "stored hash does not match the record's bytes"):
                 break
-        hashes.append(rec_hash)
+        if collect:
+            hashes.append(rec_hash)
+        if seq in keep_hashes_at:
+            result.hashes_at[seq] = rec_hash
         prev, expected_seq = rec_hash, seq + 1
         result.last_seq, result.head = seq, rec_hash
-    if start_seq == 0 and result.ok:
+    if collect and result.ok:
         _check_checkpoints(result, hashes, checkpoints)
     return result
 
