@@ -11,22 +11,26 @@ DOMAIN = b"intent-audit/v1\0"
 GENESIS_PREV = bytes(32)
 
 
-def canonical_body(body: dict[str, Any]) -> bytes:
-    """Sorted keys, UTF-8, no whitespace, no floats (durations are integer ms): written once."""
-    _reject_floats(body)
+def canonical_body(body: dict[str, Any], *, checked: bool = False) -> bytes:
+    """Sorted keys, UTF-8, no whitespace, no floats (durations are integer ms): written once.
+
+    ``checked`` skips the float walk for bodies already passed through reject_floats.
+    """
+    if not checked:
+        reject_floats(body)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _reject_floats(value: Any) -> None:
+def reject_floats(value: Any) -> None:
     # Floats serialize differently across JSON libraries; the chain must be recomputable anywhere.
     if isinstance(value, float):
         raise ValueError(f"audit bodies hold integers only, got float {value!r}")
     if isinstance(value, dict):
         for item in value.values():
-            _reject_floats(item)
+            reject_floats(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            _reject_floats(item)
+            reject_floats(item)
 
 
 def record_hash(seq: int, prev: bytes, body: bytes) -> bytes:

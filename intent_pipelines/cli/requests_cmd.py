@@ -9,7 +9,7 @@ import click
 
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.output import console, err_console, print_json
-from intent_pipelines.errors import AuditBroken, IntentError, UsageError
+from intent_pipelines.errors import AuditBroken, ConfirmationRequired, UsageError
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
 from intent_pipelines.spec.params import REDACTED, parse_assignments
 from intent_pipelines.status import RequestStatus
@@ -100,7 +100,7 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
             old, new = original["context"].get(key), prepared.plan.context.get(key)
             err_console.print(f"context {key}: {old!r} -> {new!r}" + ("" if old != new else " (same)"), markup=False)
     if original.get("confirmed") and not dry_run and prepared.confirm in ("", "false"):
-        raise IntentError(f"request {request_id} needed confirmation, so its replay does too",
+        raise ConfirmationRequired(f"request {request_id} needed confirmation, so its replay does too",
                           hint=f"Pass --confirm={prepared.plan.plan_hash[:12]}.")
     if dry_run:
         if as_json:

@@ -17,6 +17,7 @@ from intent_pipelines.audit.record import (
     AuditRecord,
     canonical_body,
     record_hash,
+    reject_floats,
 )
 from intent_pipelines.errors import LockBusy, StoreError
 from intent_pipelines.status import RequestStatus, StepStatus
@@ -82,11 +83,6 @@ def _check_columns(engine: Engine) -> None:
                              hint="Move the old INTENT_HOME/state.db aside (it keeps its audit chain) and run again.")
 
 
-def _reject_floats_early(event: AuditEvent) -> None:
-    """Fail a bad body before taking the write lock (canonical_body raises ValueError on floats)."""
-    canonical_body(event.body)
-
-
 def _bytes(value: Any) -> bytes:
     """Stored bytes as bytes; a value rewritten as TEXT (tampering) still verifies as a mismatch."""
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
@@ -131,7 +127,7 @@ class StateStore:
     def append_audit_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         """Append several records in one transaction, in order."""
         for event in events:
-            _reject_floats_early(event)
+            reject_floats(event.body)  # before taking the write lock
         records: list[AuditRecord] = []
         with self._begin() as conn:
             if self.is_postgres:
@@ -140,7 +136,7 @@ class StateStore:
             # body too, so the hash covers it; the ts column is only an index for queries.
             ts = now_iso()
             payloads = [canonical_body({**e.body, "kind": e.kind, "request_id": e.request_id,
-                                        "run_id": e.run_id, "ts": ts}) for e in events]
+                                        "run_id": e.run_id, "ts": ts}, checked=True) for e in events]
             head = conn.execute(
                 sa.select(schema.audit_events.c.seq, schema.audit_events.c.hash)
                 .order_by(schema.audit_events.c.seq.desc()).limit(1)
@@ -153,9 +149,12 @@ class StateStore:
                 records.append(record)
                 seq, prev = seq + 1, record.hash
             if records:
-                conn.execute(schema.audit_events.insert(), [
-                    {"seq": r.seq, "v": r.v, "ts": r.ts, "request_id": r.request_id, "run_id": r.run_id,
-                     "kind": r.kind, "prev": r.prev, "hash": r.hash, "body": r.body} for r in records])
+                # Driver-level executemany: SQLAlchemy's per-row parameter handling cost more than the insert.
+                marker = "%s" if self.is_postgres else "?"
+                conn.exec_driver_sql(
+                    "INSERT INTO audit_events (seq, v, ts, request_id, run_id, kind, prev, hash, body) "
+                    f"VALUES ({', '.join([marker] * 9)})",
+                    [(r.seq, r.v, r.ts, r.request_id, r.run_id, r.kind, r.prev, r.hash, r.body) for r in records])
         return records
 
     def audit_records(self, *, request_id: str | None = None, after_seq: int = -1) -> Iterator[AuditRecord]:
