@@ -1,0 +1,1 @@
+"""Failure alerting: signatures, alert logs, runbook reports, forensics and webhook delivery."""
