@@ -1,4 +1,4 @@
-"""The one Definitions the workspace loads: a job per intent, the audit assets, and the shared runtime resource."""
+"""The one Definitions the workspace loads: intent jobs, audit assets, sensors and the runtime resource."""
 
 import logging
 
@@ -7,6 +7,7 @@ import dagster as dg
 from intent_pipelines.dagster_defs.audit_assets import audit_definitions
 from intent_pipelines.dagster_defs.jobs import RUNTIME_KEY, make_intent_job
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
+from intent_pipelines.dagster_defs.watchdog import watchdog_definitions
 from intent_pipelines.errors import SpecError
 from intent_pipelines.spec.loader import IntentCatalog
 
@@ -24,7 +25,7 @@ def make_definitions() -> dg.Definitions:
         jobs=[make_intent_job(loaded) for loaded in catalog],
         resources={RUNTIME_KEY: IntentRuntime()},
     )
-    return dg.Definitions.merge(intents, audit_definitions())
+    return dg.Definitions.merge(intents, audit_definitions(), watchdog_definitions())
 
 
 defs = make_definitions()
