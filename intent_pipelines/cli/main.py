@@ -18,6 +18,7 @@ from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
 from intent_pipelines.errors import (
     IntentError,
     SpecError,
+    UsageError,
     exit_code_table,
 )
 from intent_pipelines.plan import ExecutionPlan
@@ -212,15 +213,26 @@ def graph(cli: CliContext, intent: str) -> None:
 @CONFIRM_OPTION
 @click.option("--reason", default="", help="Why you run this; recorded in the audit log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--submit", is_flag=True,
+              help="Queue the run on the running Dagster webserver instead of executing it here.")
+@click.option("--dagster-url", default=None, metavar="URL",
+              help="Webserver for --submit (default $INTENT_DAGSTER_URL or http://127.0.0.1:3000).")
+@click.option("--no-wait", is_flag=True, help="With --submit: print the run id and return at once.")
 @pass_ctx
 def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, confirm: str,
-        reason: str, as_json: bool) -> None:
-    """Run INTENT through Dagster on the persistent instance (it shows in the UI)."""
+        reason: str, as_json: bool, submit: bool, dagster_url: str | None, no_wait: bool) -> None:
+    """Run INTENT through Dagster on the persistent instance (it shows in the UI).
+
+    With --submit the run goes through the webserver's queue: a second request for the same
+    target waits QUEUED until the first ends.
+    """
     from intent_pipelines.cli.launch import launch, prepare
     from intent_pipelines.dagster_defs.jobs import is_chain, warm_forkserver
 
+    if (no_wait or dagster_url) and not submit:
+        raise UsageError("--no-wait and --dagster-url go with --submit", hint="Add --submit.")
     loaded = cli.catalog.get(intent)
-    if not is_chain(loaded.spec):
+    if not is_chain(loaded.spec) and not submit:
         warm_forkserver()
     prepared = prepare(cli, loaded, parse_assignments(list(params)), confirm=confirm, dry_run=dry_run)
     execution_plan = prepared.plan
@@ -228,8 +240,16 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
         console.print(f"plan {execution_plan.plan_hash}: {len(execution_plan.steps)} steps"
                       + (" (dry run; confirm exactly this plan with --confirm=" + execution_plan.plan_hash[:12] + ")"
                          if dry_run else ""), markup=False)
-    outcome = launch(cli, loaded, prepared.typed, dry_run=dry_run, confirm=prepared.confirm, reason=reason,
-                     lock=execution_plan.lock, quiet=as_json)
+    if submit:
+        from intent_pipelines.cli.submit import dagster_url as url_of
+        from intent_pipelines.cli.submit import submit as submit_run
+
+        outcome = submit_run(cli, loaded, prepared.typed, dry_run=dry_run, confirm=prepared.confirm,
+                             reason=reason, lock=execution_plan.lock, url=url_of(dagster_url),
+                             wait=not no_wait, quiet=as_json)
+    else:
+        outcome = launch(cli, loaded, prepared.typed, dry_run=dry_run, confirm=prepared.confirm, reason=reason,
+                         lock=execution_plan.lock, quiet=as_json)
     if as_json:
         print_json(outcome)
     else:

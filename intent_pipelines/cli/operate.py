@@ -89,6 +89,24 @@ def _last_lines(log_dir: Path, count: int) -> list[str]:
     return [f"[{latest.stem}] {line}" for line in latest.read_text(errors="replace").splitlines()[-count:]]
 
 
+class LogFollower:
+    """Prints the new lines of a request's step logs, each prefixed by its step (`intent watch`)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._offsets: dict[Path, int] = {}
+
+    def drain(self) -> None:
+        """Print whatever was appended to any step log since the last call."""
+        logs = sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if self.log_dir.is_dir() else []
+        for path in logs:
+            with path.open("r", errors="replace") as fh:
+                fh.seek(self._offsets.get(path, 0))
+                for line in fh:
+                    console.print(f"[{path.stem}] {line.rstrip()}", markup=False)
+                self._offsets[path] = fh.tell()
+
+
 @click.command()
 @click.argument("request_or_run")
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between polls.")
@@ -97,16 +115,10 @@ def watch(cli: CliContext, request_or_run: str, interval: float) -> None:
     """Follow a request's step output with [step] prefixes until it ends."""
     with operations(cli) as ops:
         request_id = ops.find(request_or_run).id
-    log_dir = cli.home.root / "logs" / "steps" / request_id
-    offsets: dict[Path, int] = {}
+    follower = LogFollower(cli.home.root / "logs" / "steps" / request_id)
     while True:
         row = cli.engine.store.request(request_id)
-        for path in sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if log_dir.is_dir() else []:
-            with path.open("r", errors="replace") as fh:
-                fh.seek(offsets.get(path, 0))
-                for line in fh:
-                    console.print(f"[{path.stem}] {line.rstrip()}", markup=False)
-                offsets[path] = fh.tell()
+        follower.drain()
         if row is not None and row["status"] != RequestStatus.RUNNING.value:
             console.print(f"request {request_id}: {row['status']}" + (f" — {row['error']}" if row["error"] else ""),
                           markup=False)
