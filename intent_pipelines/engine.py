@@ -211,7 +211,8 @@ class Engine:
                 "confirmed": parse_confirm(launch.confirm)[0], "lock": plan.lock}
             if original is not None:
                 body["replay_of"] = launch.replay_of
-                body["replay_mode"] = _replay_mode(original, recorded_params, launch.fresh_context)
+                body["replay_mode"] = _replay_mode(original, recorded_params, launch.fresh_context,
+                                                   drifted=original.get("intent_sha256") != loaded.sha256)
             self._audit("request.start", request_id, run_id, body)
         if plan.lock and not launch.dry_run:
             self._take_lock(plan.lock, request_id, run_id, wait_s=plan.lock_wait_s)
@@ -378,10 +379,13 @@ class Engine:
         if row["lock_key"] and self.store.release_lock(row["lock_key"], request_id=request_id):
             # Waiting for a person may take hours; the re-execution takes the lock again.
             self._audit("lock.release", request_id, run_id, {"lock": row["lock_key"]})
-        self.store.update_request(request_id, status=RequestStatus.NEEDS_APPROVAL, phase="NEEDS_APPROVAL")
-        raise ApprovalRequired(f"step {step.id} waits for approval",
-                               hint=f"Run `intent approve {request_id} --step {step.id} --reason ...`, "
-                                    "then re-execute the run from failure (UI) or `intent resume`.")
+        waiting = ApprovalRequired(f"step {step.id} waits for approval",
+                                   hint=f"Run `intent approve {request_id} --step {step.id} --reason ...`, "
+                                        "then re-execute the run from failure (UI) or `intent resume`.")
+        # The error and exit code go on the request too: `intent run` reports them (exit 16).
+        self.store.update_request(request_id, status=RequestStatus.NEEDS_APPROVAL, phase="NEEDS_APPROVAL",
+                                  error=waiting.one_line(), exit_code=waiting.exit_code)
+        raise waiting
 
     def _step_failed(self, spec: IntentSpec, row: Mapping[str, Any], step: StepSpec, run_id: str, attempt: int,
                      error: IntentError, started: float, redact: Callable[[str], str]) -> None:
@@ -601,14 +605,15 @@ class Engine:
                              on_process=record_process)
 
 
-def _replay_mode(original: Mapping[str, Any], params: Mapping[str, Any], fresh_context: bool) -> str:
-    """exact, fresh_context, overrides, or both joined with '+'."""
+def _replay_mode(original: Mapping[str, Any], params: Mapping[str, Any], fresh_context: bool, *,
+                 drifted: bool = False) -> str:
+    """exact, or what differs from the original joined with '+': fresh_context, overrides, drift."""
     def visible(values: Mapping[str, Any]) -> dict[str, Any]:
         # Secrets are salted per request, so they never compare equal; they are not overrides.
         return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith(REDACTED))}
 
     changed = visible(original.get("params", {})) != visible(params)
-    modes = [m for m, on in (("fresh_context", fresh_context), ("overrides", changed)) if on]
+    modes = [m for m, on in (("fresh_context", fresh_context), ("overrides", changed), ("drift", drifted)) if on]
     return "+".join(modes) or "exact"
 
 

@@ -152,6 +152,11 @@ def _decide(cli: CliContext, request_id: str, step: str, reason: str, decision: 
     if step not in gates:
         raise UsageError(f"{row['intent']} has no manual gate {step!r}",
                          hint=f"Its manual gates: {', '.join(gates) or 'none'}.")
+    earlier = cli.engine.store.gate_decision(row["request_id"], step)
+    if earlier is not None and earlier["decision"] == "rejected":
+        # A rejection is final: approving later must not revive the request it failed.
+        raise UsageError(f"gate {step} of request {row['request_id']} was already rejected by {earlier['who']}",
+                         hint="Start a new request (`intent replay` it) when the change is wanted again.")
     who = getpass.getuser()
     cli.engine.store.decide_gate(row["request_id"], step, decision=decision, who=who, reason=reason)
     cli.engine.store.append_audit(f"gate.{decision}", request_id=row["request_id"], run_id=row["run_id"],

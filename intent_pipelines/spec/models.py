@@ -10,7 +10,8 @@ from intent_pipelines.retries import Backoff, RetryOn
 NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 PARAM_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-RESERVED_PARAMS = frozenset({"dry_run", "confirm", "reason"})
+# The launchpad's own fields (dagster_defs/launchpad.py): a param of the same name would be shadowed.
+RESERVED_PARAMS = frozenset({"dry_run", "confirm", "reason", "replay_of", "fresh_context"})
 
 
 class _Strict(BaseModel):
