@@ -45,6 +45,9 @@ from intent_pipelines.store import StateStore
 
 LOCK_TTL_S = 60.0
 HEARTBEAT_S = 5.0
+# For bench/heartbeat_overhead.py only: INTENT_HEARTBEAT=off runs steps without the heartbeat
+# thread, so no heartbeats, no lease renewal and no stop polling. Never set it in production.
+HEARTBEAT_ENABLED = os.environ.get("INTENT_HEARTBEAT", "on").strip().lower() != "off"
 # A re-execution may continue a request that failed or was stopped (its completed steps stand).
 RESUMABLE = frozenset({RequestStatus.FAILED.value, RequestStatus.STOPPED_BY_OPERATOR.value,
                        RequestStatus.WATCHDOG_STUCK.value, RequestStatus.NEEDS_APPROVAL.value})
@@ -114,12 +117,14 @@ class _Heartbeat:
                 last_renew = now
 
     def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
+        if HEARTBEAT_ENABLED:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
 
 class Engine:
@@ -183,6 +188,11 @@ class Engine:
                   run_id: str) -> ExecutionPlan:
         """Validate, plan, record ``request.start`` and take the lock. Idempotent per request."""
         existing = self.store.request(request_id)
+        if existing is not None and existing["status"] != RequestStatus.RUNNING.value \
+                and existing["status"] not in RESUMABLE:
+            # Re-executing a finished request (e.g. "all steps" after success) must not take its lock again.
+            raise UsageError(f"request {request_id} already ended {existing['status']}",
+                             hint=f"Start a new request, or `intent replay {request_id}`.")
         emit = _print_line("preflight")
         original = self._replayed(launch.replay_of) if launch.replay_of else None
         context = existing["context"] if existing else (

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from intent_pipelines.cli.audit import audit
 from intent_pipelines.cli.context import POOL_LIMITS, CliContext
+from intent_pipelines.cli.failures import failures
 from intent_pipelines.cli.operate import explain, status, stop, unlock, watch
 from intent_pipelines.cli.output import console, print_error, print_json
 from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
@@ -263,6 +264,7 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
 main.add_command(audit)  # its heavy imports (pyarrow) happen only when an audit command runs
 for _command in (status, watch, explain, stop, unlock, replay, resume, approve, reject):
     main.add_command(_command)
+main.add_command(failures)
 
 
 @main.command()

@@ -1,0 +1,74 @@
+"""Run-status sensors that turn every failed or canceled intent run into one alert (alerts/notify.py)."""
+
+import os
+
+import dagster as dg
+
+from intent_pipelines.alerts.failure import RUN_CANCELED, RUN_FAILURE
+from intent_pipelines.alerts.notify import notify_failure
+from intent_pipelines.dagster_defs.runtime import IntentRuntime
+
+INTENT_TAG = "intent/name"
+INTERVAL_ENV = "INTENT_ALERT_SENSOR_INTERVAL_S"
+
+
+def _interval_s() -> int:
+    try:
+        return max(1, int(os.environ.get(INTERVAL_ENV, "10")))
+    except ValueError:
+        return 10
+
+
+def _alert(context: dg.RunStatusSensorContext, intent: IntentRuntime, run_status: str) -> None:
+    run = context.dagster_run
+    name = run.tags.get(INTENT_TAG)
+    if not name:
+        return  # not an intent run
+    engine = intent.engine()
+    event = context.dagster_event
+    message = (event.message or "") if event is not None else ""
+    # Returning None (not a SkipReason) lets one tick handle every new failure, not just the first.
+    # Dagster advances the cursor past a run even when this raises, so notify_failure writes the alert
+    # line from Dagster's own facts when the state store cannot be read.
+    outcome = notify_failure(engine.home, engine.store, run.run_id, run.root_run_id or run.run_id, intent=name,
+                             run_status=run_status, fallback_message=message)
+    alert = outcome.alert
+    delivery = ""
+    if outcome.delivery is not None:
+        delivery = "; webhook delivered" if outcome.delivery.delivered else \
+            f"; webhook failed ({outcome.delivery.error})"
+    context.log.info(f"{'alerted' if outcome.new else 'already alerted'}: {alert.intent} request "
+                     f"{alert.request_id} {alert.reason} at {alert.step or '-'} (signature {alert.signature}); "
+                     f"report {alert.report}{delivery}")
+
+
+# Why: a failed intent run must reach a person within a minute, with a reason and the next command.
+# RUNNING by default because a run-status sensor's first tick only sets its cursor; the cursor then
+# carries across daemon restarts, so no failure between two ticks is lost.
+@dg.run_failure_sensor(
+    name="intent_failure_alerts_sensor",
+    minimum_interval_seconds=_interval_s(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="For every failed intent run: one line in INTENT_HOME/logs/alerts/intent-failures.log, a runbook "
+                "report in INTENT_HOME/reports/, forensics, and a webhook POST when INTENT_ALERT_WEBHOOK_URL is set.",
+)
+def intent_failure_alerts_sensor(context: dg.RunFailureSensorContext, intent: IntentRuntime) -> None:
+    _alert(context, intent, RUN_FAILURE)
+
+
+# Why: a run terminated from the UI ends CANCELED, not FAILURE, and must be alerted on too.
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED,
+    name="intent_cancel_alerts_sensor",
+    minimum_interval_seconds=_interval_s(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="For every canceled intent run: the same alert line, report and webhook as a failure, with "
+                "reason operator_stop.",
+)
+def intent_cancel_alerts_sensor(context: dg.RunStatusSensorContext, intent: IntentRuntime) -> None:
+    _alert(context, intent, RUN_CANCELED)
+
+
+def alert_definitions() -> dg.Definitions:
+    """The two alert sensors (the runtime resource comes from the intent definitions)."""
+    return dg.Definitions(sensors=[intent_failure_alerts_sensor, intent_cancel_alerts_sensor])
