@@ -11,7 +11,8 @@ import time
 
 from bench._common import PYTHON, REPO_ROOT, RESULTS_DIR
 
-BENCHMARKS = ["cli_overhead", "definitions_load", "parallel_steps", "audit_verify", "audit_append"]
+BENCHMARKS = ["cli_overhead", "definitions_load", "parallel_steps", "audit_verify", "audit_append",
+              "stop_latency", "heartbeat_overhead"]
 
 
 def main(argv: list[str] | None = None) -> int:

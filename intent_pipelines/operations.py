@@ -88,11 +88,12 @@ class Operations:
         return [RequestView(row, self._run_status(row["run_id"])) for row in rows]
 
     def stop(self, request_or_run: str, *, grace_s: float, reason: str, wait_s: float = 60.0,
-             status: RequestStatus = RequestStatus.STOPPED_BY_OPERATOR) -> dict[str, Any]:
+             status: RequestStatus = RequestStatus.STOPPED_BY_OPERATOR, asked: bool = False) -> dict[str, Any]:
         """Stop a request: a queued run is cancelled in the queue, a running one stops its step.
 
         Returns once the request has ended (its processes terminated and lock released) or
-        ``wait_s`` passed.
+        ``wait_s`` passed. ``asked``: the caller already ran `request_stop` for it, so a request
+        that has meanwhile ended is this stop's outcome rather than an error.
         """
         who = getpass.getuser()
         run = self.instance.get_run_by_id(request_or_run)
@@ -103,14 +104,16 @@ class Operations:
             raise UsageError(f"no request or run {request_or_run!r}",
                              hint="Use an id from `intent status` or the Dagster UI.")
         request_id = str(row["request_id"])
+        if row["status"] != RequestStatus.RUNNING.value and asked and row["cancel_requested_at"]:
+            ended = self.find(request_id)
+            return {"request_id": request_id, "status": ended.status.value, "run_status": ended.run_status,
+                    "latency_ms": int((float(row["updated_at"]) - float(row["cancel_requested_at"])) * 1000)}
         if row["status"] != RequestStatus.RUNNING.value:
             raise UsageError(f"request {request_id} is not running (it ended {row['status']})",
                              hint=f"See `intent explain {request_id}`.")
-        requested = time.time()
-        self.store.request_cancel(request_id, grace_s=grace_s, status=status)
-        self.store.append_audit("run.cancel_requested", request_id=request_id, run_id=row["run_id"],
-                                body={"who": who, "reason": reason, "grace_ms": int(grace_s * 1000),
-                                      "status": status.value})
+        self.request_stop(request_id, grace_s=grace_s, reason=reason, status=status)
+        current = self.store.request(request_id)
+        requested = float(current["cancel_requested_at"] or time.time()) if current else time.time()
         self._terminate_dagster_run(row["run_id"])
         deadline = requested + wait_s
         while time.time() < deadline:
@@ -121,6 +124,23 @@ class Operations:
         final = self.find(request_id)
         return {"request_id": request_id, "status": final.status.value, "run_status": final.run_status,
                 "latency_ms": int((time.time() - requested) * 1000)}
+
+    def request_stop(self, request_or_run: str, *, grace_s: float, reason: str,
+                     status: RequestStatus = RequestStatus.STOPPED_BY_OPERATOR) -> bool:
+        """Ask a RUNNING request's step to stop, through the store only (no Dagster needed).
+
+        The step's heartbeat sees it within a second, so `intent stop` calls this before it even
+        loads Dagster. Returns False when there is no running request by that id; a repeated call
+        is harmless (only the first request and its audit record count).
+        """
+        row = self.store.request_by_run(request_or_run)
+        if row is None or row["status"] != RequestStatus.RUNNING.value:
+            return False
+        if self.store.request_cancel(row["request_id"], grace_s=grace_s, status=status):
+            self.store.append_audit("run.cancel_requested", request_id=row["request_id"], run_id=row["run_id"],
+                                    body={"who": getpass.getuser(), "reason": reason,
+                                          "grace_ms": int(grace_s * 1000), "status": status.value})
+        return True
 
     def _cancel_queued(self, run: Any, *, reason: str, who: str) -> dict[str, Any]:
         started = time.time()

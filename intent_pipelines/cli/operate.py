@@ -136,8 +136,10 @@ def stop(cli: CliContext, request_or_run: str, grace: float, reason: str, wait_s
     """Stop a queued or running request: its command's process group gets SIGTERM, then SIGKILL."""
     if grace < 0:
         raise UsageError("--grace cannot be negative", hint="E.g. --grace 10.")
+    # A running step stops through the store: ask first, before loading Dagster (~2 s saved).
+    asked = Operations(cli.home, cli.engine.store, None).request_stop(request_or_run, grace_s=grace, reason=reason)
     with operations(cli) as ops:
-        outcome = ops.stop(request_or_run, grace_s=grace, reason=reason, wait_s=wait_s)
+        outcome = ops.stop(request_or_run, grace_s=grace, reason=reason, wait_s=wait_s, asked=asked)
     console.print(f"request {outcome['request_id']}: {outcome['status']} (Dagster run {outcome['run_status']}) "
                   f"after {outcome['latency_ms']} ms", markup=False)
     if outcome["status"] == RequestStatus.RUNNING.value:

@@ -354,3 +354,11 @@ def test_watchdog_sensor_reports_what_it_found(sample_home: IntentHome, store: S
     result = stuck_request_watchdog_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert result.skip_message == "no stuck requests (1 running, threshold 900s)"
+
+
+def test_submit_options_need_submit(user_intents: Path) -> None:
+    """--no-wait and --dagster-url without --submit are refused in one line with exit 2, before any run."""
+    code, _, err = invoke("run", "sleepy", "--no-wait")
+    assert code == 2 and "go with --submit" in err
+    code, _, err = invoke("run", "sleepy", "--submit", "--dagster-url", "ftp://example")
+    assert code == 2 and "is not an http(s) URL" in err
