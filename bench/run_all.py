@@ -12,7 +12,7 @@ import time
 from bench._common import PYTHON, REPO_ROOT, RESULTS_DIR
 
 BENCHMARKS = ["cli_overhead", "definitions_load", "parallel_steps", "audit_verify", "audit_append",
-              "stop_latency", "heartbeat_overhead"]
+              "stop_latency", "heartbeat_overhead", "metrics_rollup"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import dagster as dg
 from intent_pipelines.dagster_defs.audit_assets import audit_definitions
 from intent_pipelines.dagster_defs.failure_sensor import alert_definitions
 from intent_pipelines.dagster_defs.jobs import RUNTIME_KEY, make_intent_job
+from intent_pipelines.dagster_defs.metrics_assets import metrics_definitions
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.dagster_defs.watchdog import watchdog_definitions
 from intent_pipelines.errors import SpecError
@@ -26,7 +27,8 @@ def make_definitions() -> dg.Definitions:
         jobs=[make_intent_job(loaded) for loaded in catalog],
         resources={RUNTIME_KEY: IntentRuntime()},
     )
-    return dg.Definitions.merge(intents, audit_definitions(), alert_definitions(), watchdog_definitions())
+    return dg.Definitions.merge(intents, audit_definitions(), alert_definitions(), watchdog_definitions(),
+                                metrics_definitions())
 
 
 defs = make_definitions()

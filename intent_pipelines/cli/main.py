@@ -13,6 +13,7 @@ from rich.table import Table
 from intent_pipelines.cli.audit import audit
 from intent_pipelines.cli.context import POOL_LIMITS, CliContext
 from intent_pipelines.cli.failures import failures
+from intent_pipelines.cli.metrics_cmd import metrics
 from intent_pipelines.cli.operate import explain, status, stop, unlock, watch
 from intent_pipelines.cli.output import console, print_error, print_json
 from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
@@ -265,6 +266,7 @@ main.add_command(audit)  # its heavy imports (pyarrow) happen only when an audit
 for _command in (status, watch, explain, stop, unlock, replay, resume, approve, reject):
     main.add_command(_command)
 main.add_command(failures)
+main.add_command(metrics)  # pyarrow/numpy are imported only when it runs
 
 
 @main.command()

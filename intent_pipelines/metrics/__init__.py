@@ -1,0 +1,1 @@
+"""Per-request outcomes, rollups with percentiles, Prometheus text and drift reports (pure; no dagster)."""
