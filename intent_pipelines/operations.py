@@ -23,6 +23,8 @@ NEXT_ACTION = {
                           "(finished steps are kept), or start a new request",
     RequestStatus.ROLLED_BACK: "the change was undone; fix the cause and start a new request",
     RequestStatus.ROLLBACK_FAILED: "inspect the app now: the rollback failed (see the rollback step logs)",
+    RequestStatus.NEEDS_APPROVAL: "a manual gate waits: `intent approve {id} --step STEP --reason ...` (or "
+                                  "`intent reject`), then `intent resume {id}`",
     RequestStatus.STOPPED_BY_OPERATOR: "re-execute the run from failure to continue, or start a new request",
     RequestStatus.WATCHDOG_STUCK: "see the forensics under INTENT_HOME/forensics/{id}/, then re-execute "
                                   "from failure or start a new request",
