@@ -1,46 +1,17 @@
 """`intent audit`: verify the chain, show a request's timeline, export days, take checkpoints."""
 
 import json
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import click
 
 from intent_pipelines.audit.verify import VerifyResult
 from intent_pipelines.cli.context import CliContext
+from intent_pipelines.cli.dates import day_span, parse_date
 from intent_pipelines.cli.output import console, print_json
 from intent_pipelines.errors import UsageError
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
-
-
-def _date(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{option} {value!r} is not a date", hint="Use YYYY-MM-DD.") from None
-
-
-def _days(day: date | None, days: int | None, first: date | None, last: date | None) -> tuple[date, date] | None:
-    chosen = [day is not None, days is not None, first is not None or last is not None]
-    if sum(chosen) > 1:
-        raise UsageError("give one of --date, --days, or --from/--to", hint="See `intent audit verify --help`.")
-    if day is not None:
-        return day, day
-    if days is not None:
-        if days < 1:
-            raise UsageError("--days must be at least 1", hint="E.g. --days 7.")
-        today = datetime.now(UTC).date()
-        return today - timedelta(days=days - 1), today
-    if first is not None or last is not None:
-        if first is None or last is None:
-            raise UsageError("--from and --to go together", hint="Give both dates.")
-        if first > last:
-            raise UsageError("--from is after --to", hint="Swap them.")
-        return first, last
-    return None
 
 
 def _unknown_request(request_id: str) -> UsageError:
@@ -77,7 +48,7 @@ def verify(cli: CliContext, day: str | None, days: int | None, first: str | None
         verify_store,
     )
 
-    span = _days(_date(day, "--date"), days, _date(first, "--from"), _date(last, "--to"))
+    span = day_span(parse_date(day, "--date"), days, parse_date(first, "--from"), parse_date(last, "--to"))
     if parquet is not None:
         if span or request_id:
             raise UsageError("--parquet verifies whole files", hint="Point it at the days you want instead.")
@@ -152,7 +123,7 @@ def export(cli: CliContext, day: str, out: Path | None) -> None:
     """Write one day of the chain to Parquet (what the audit_events asset materializes)."""
     from intent_pipelines.audit.export import export_day
 
-    chosen = _date(day, "--date")
+    chosen = parse_date(day, "--date")
     assert chosen is not None
     path, rows = export_day(cli.engine.store, chosen, out or cli.home.warehouse / "audit_events")
     console.print(f"{rows} records -> {path}", markup=False)

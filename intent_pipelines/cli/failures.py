@@ -2,15 +2,15 @@
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any
 
 import click
 
 from intent_pipelines.alerts.log import AlertRecord, alert_log_path, read_alerts
 from intent_pipelines.cli.context import CliContext
+from intent_pipelines.cli.dates import day_span, each_day, parse_date
 from intent_pipelines.cli.output import console, print_json
-from intent_pipelines.errors import UsageError
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
@@ -64,18 +64,9 @@ def summarize(alerts: list[AlertRecord], day: date) -> dict[str, Any]:
 
 
 def _days(day: str | None, days: int | None) -> list[date]:
-    if day is not None and days is not None:
-        raise UsageError("give --date or --days, not both", hint="See `intent failures --help`.")
-    if day is not None:
-        try:
-            return [date.fromisoformat(day)]
-        except ValueError:
-            raise UsageError(f"--date {day!r} is not a date", hint="Use YYYY-MM-DD.") from None
-    count = 1 if days is None else days
-    if count < 1:
-        raise UsageError("--days must be at least 1", hint="E.g. --days 7.")
-    today = datetime.now(UTC).date()
-    return [today - timedelta(days=n) for n in range(count - 1, -1, -1)]
+    span = day_span(parse_date(day, "--date"), days) or day_span(None, 1)
+    assert span is not None
+    return each_day(span)
 
 
 def _print_day(summary: dict[str, Any]) -> None:

@@ -10,24 +10,16 @@ from typing import Any
 import click
 
 from intent_pipelines.cli.context import CliContext
+from intent_pipelines.cli.dates import parse_date
 from intent_pipelines.errors import UsageError
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 FORMATS = ("text", "json", "prometheus")
 
 
-def _date(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{option} {value!r} is not a date", hint="Use YYYY-MM-DD.") from None
-
-
 def _period(first: str | None, last: str | None, today: date) -> tuple[date, date]:
     """[--from, --to]: today by default; --from alone runs through today; --to alone is one day."""
-    start, end = _date(first, "--from"), _date(last, "--to")
+    start, end = parse_date(first, "--from"), parse_date(last, "--to")
     if start is None and end is None:
         return today, today
     if start is None:
