@@ -18,9 +18,11 @@ def parse_date(value: str | None, option: str) -> date | None:
 def day_span(day: date | None, days: int | None, first: date | None = None,
              last: date | None = None) -> tuple[date, date] | None:
     """First and last UTC day chosen by exactly one of --date, --days N, --from/--to; None if none."""
-    chosen = [day is not None, days is not None, first is not None or last is not None]
-    if sum(chosen) > 1:
-        raise UsageError("give one of --date, --days, or --from/--to", hint="See the command's --help.")
+    chosen = [name for name, given in (("--date", day is not None), ("--days", days is not None),
+                                       ("--from/--to", first is not None or last is not None)) if given]
+    if len(chosen) > 1:
+        conflict = f"{chosen[0]} or {chosen[1]}, not both" if len(chosen) == 2 else f"only one of {', '.join(chosen)}"
+        raise UsageError(f"give {conflict}", hint="See the command's --help.")
     if day is not None:
         return day, day
     if days is not None:
