@@ -56,7 +56,7 @@ from bench._common import (
     stats,
     write_results,
 )
-from intent_pipelines.audit.export import FILE_NAME, SCHEMA, parquet_files, read_records
+from intent_pipelines.audit.export import FILE_NAME, SCHEMA, TYPED_COLUMNS, parquet_files, read_records, typed_values
 from intent_pipelines.audit.integrity import verify_parquet
 from intent_pipelines.audit.record import DOMAIN, FORMAT_VERSION, GENESIS_PREV, canonical_body, record_hash
 from intent_pipelines.audit.verify import VerifyResult, verify_records
@@ -135,9 +135,9 @@ def generate(root: Path, *, events: int, days: int, seed: int) -> None:
             for name, value in (("seq", seq), ("v", FORMAT_VERSION),
                                 ("ts", ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")),
                                 ("request_id", request_id), ("run_id", run_id), ("kind", kind),
-                                ("prev", prev), ("hash", digest), ("body", body), ("intent", intent),
-                                ("step", data.get("step")), ("status", data.get("status")),
-                                ("duration_ms", data.get("duration_ms"))):
+                                ("prev", prev), ("hash", digest), ("body", body)):
+                columns[name].append(value)
+            for name, value in zip(TYPED_COLUMNS, typed_values(data, intent), strict=True):
                 columns[name].append(value)
             seq, prev = seq + 1, digest
             if seq % per_day == 0:

@@ -5,7 +5,7 @@ replay_of), lock.acquire, per step step.start and step.complete (or step.retry t
 attempt, or step.fail with error/class/error_class/exit_code), rollback.start/complete/fail for the
 steps done before a failure, run.cancel_requested / run.cancelled (latency_ms) when an operator
 stops it, lock.release and request.complete (status, exit_code, duration_ms). About 8 events per
-request. The typed columns are filled the way `audit.export.day_table` fills them.
+request. The typed columns are filled by `audit.export.typed_values`, as `day_table` fills them.
 """
 
 import hashlib
@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from intent_pipelines.audit.export import FILE_NAME, SCHEMA
+from intent_pipelines.audit.export import FILE_NAME, SCHEMA, TYPED_COLUMNS, typed_values
 from intent_pipelines.audit.record import DOMAIN, FORMAT_VERSION, GENESIS_PREV
 
 START_DAY = datetime(2026, 1, 1, tzinfo=UTC)
@@ -168,11 +168,11 @@ def generate(root: Path, *, requests: int, days: int, seed: int) -> int:
                 body = json.dumps({**data, "kind": kind, "request_id": request_id, "run_id": run_id, "ts": ts},
                                   sort_keys=True, separators=(",", ":")).encode()
                 digest = hashlib.sha256(DOMAIN + pack(seq) + prev + body).digest()
-                duration = data.get("duration_ms")
                 for name, value in (("seq", seq), ("v", FORMAT_VERSION), ("ts", ts), ("request_id", request_id),
                                     ("run_id", run_id), ("kind", kind), ("prev", prev), ("hash", digest),
-                                    ("body", body), ("intent", intent), ("step", data.get("step")),
-                                    ("status", data.get("status")), ("duration_ms", duration)):
+                                    ("body", body)):
+                    columns[name].append(value)
+                for name, value in zip(TYPED_COLUMNS, typed_values(data, intent or None), strict=True):
                     columns[name].append(value)
                 seq, prev = seq + 1, digest
     flush(current_day)

@@ -8,6 +8,9 @@ Then, interleaved, each trial a fresh process that times itself after its import
 - ``intent``  the package: `read_events` + `derive_requests` + `rollup` (signatures included);
 - ``duckdb``  one SQL query computing the same per-request rows and the same rollup from the same files.
 
+Both sides read only the typed columns (body fields included: dry_run, replay_of, latency_ms, ...),
+never ``body``; files generated before those columns existed must be regenerated (drop ``--keep`` once).
+
 Peak memory is the worker's peak RSS (ru_maxrss), also shown above its RSS after imports. The two
 results must agree exactly on every number (counts, success rates, mean and nearest-rank p50/p95
 durations, retries, cancel latency, by intent and by failing step); the script stops otherwise.
@@ -54,17 +57,15 @@ TARGET_RATIO = 2.0
 DUCKDB_REQUESTS = """
 CREATE OR REPLACE TEMP VIEW requests AS
 WITH ev AS (
-    SELECT seq, ts, request_id, kind, intent, step, status, duration_ms, body
-    FROM read_parquet($files, binary_as_string = true)
+    SELECT seq, ts, request_id, kind, intent, step, status, duration_ms, dry_run, replay_of, latency_ms
+    FROM read_parquet($files)
 ),
 complete AS (
     SELECT request_id, ts, intent, status, duration_ms FROM ev WHERE kind = 'request.complete'
     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
 ),
 start AS (
-    SELECT request_id, intent,
-           json_extract(body, '$.dry_run')::VARCHAR = 'true' AS dry_run,
-           json_extract_string(body, '$.replay_of') AS replay_of
+    SELECT request_id, intent, dry_run, replay_of
     FROM ev WHERE kind IN ('request.start', 'request.refused')
     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
 ),
@@ -74,7 +75,7 @@ fail AS (
     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
 ),
 cancel AS (
-    SELECT request_id, TRY_CAST(json_extract(body, '$.latency_ms') AS BIGINT) AS latency_ms
+    SELECT request_id, latency_ms
     FROM ev WHERE kind = 'run.cancelled'
     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
 ),

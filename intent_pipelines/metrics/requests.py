@@ -14,10 +14,12 @@ operator or the watchdog stopped it: a ``run.cancelled`` record or status STOPPE
 ROLLBACK_FAILED, ...). ``rolled_back`` is orthogonal: a ``rollback.start`` record or status
 ROLLED_BACK/ROLLBACK_FAILED.
 
-Speed (8M events in seconds, not minutes): each file is first reduced to the few kinds metrics read
-(``compact_events``: about a quarter of the records) with the handful of body fields they need pulled
-out column-at-a-time, files in parallel threads; the bodies are then dropped. The derivation itself
-works on integer codes of the request ids (numpy), not on strings or Python objects.
+Speed (8M events in seconds, not minutes): the export writes the few body fields metrics need as
+typed columns (``audit.export.TYPED_COLUMNS``), so only those columns are read and ``body`` (most
+of a file's bytes) never is; each file is reduced to the few kinds metrics read (``compact_events``:
+about a quarter of the records), files in parallel threads. Files exported before those columns
+existed are still read: their bodies are parsed, column-at-a-time, for the same fields. The
+derivation itself works on integer codes of the request ids (numpy), not on strings or Python objects.
 """
 
 import json
@@ -44,24 +46,30 @@ OUTCOMES: Final = (SUCCESS, FAILURE, CANCELLED, DRY_RUN)
 UNKNOWN_INTENT: Final = "(unknown)"
 PREFLIGHT_STEP: Final = "(preflight)"  # the failed_step of a request refused before any step ran
 
-# The export columns the derivation reads.
+# The export columns the derivation reads: typed columns only (TYPED_EVENT_COLUMNS); files exported
+# before the body fields had columns of their own are read with ``body`` instead (EVENT_COLUMNS).
 EVENT_COLUMNS: Final = ["ts", "request_id", "kind", "intent", "step", "status", "duration_ms", "body"]
 _START, _REFUSED, _COMPLETE = "request.start", "request.refused", "request.complete"
 _FAIL_KINDS: Final = ("step.fail", "verify.fail", _REFUSED)
 _RETRY, _ROLLBACK, _CANCELLED = "step.retry", "rollback.start", "run.cancelled"
 METRIC_KINDS: Final = (_START, _REFUSED, _COMPLETE, "step.fail", "verify.fail", _RETRY, _ROLLBACK, _CANCELLED)
 
-# What compact_events keeps of each record: typed columns plus the body fields metrics need.
+# What compact_events keeps of each record: typed columns plus the body fields metrics need. Request
+# ids and kinds are dictionary-encoded file by file (in the reading threads), so the derivation
+# only merges small per-file dictionaries instead of hashing every row's id again.
+_CODED = pa.dictionary(pa.int32(), pa.string())
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
 COMPACT_SCHEMA = pa.schema([
-    ("ts", pa.string()), ("request_id", pa.string()), ("kind", pa.string()), ("intent", pa.string()),
+    ("ts", TIMESTAMP), ("request_id", _CODED), ("kind", _CODED), ("intent", pa.string()),
     ("step", pa.string()), ("status", pa.string()), ("duration_ms", pa.int64()),
     ("dry_run", pa.bool_()), ("replay_of", pa.string()), ("error", pa.string()), ("error_class", pa.string()),
     ("latency_ms", pa.int64()),
 ])
 _BODY_SCHEMA = pa.schema([(name, COMPACT_SCHEMA.field(name).type)
                           for name in ("dry_run", "replay_of", "error", "error_class", "latency_ms")])
+TYPED_EVENT_COLUMNS: Final = COMPACT_SCHEMA.names
+_DICTIONARY_COLUMNS: Final = ["kind", "intent", "step", "status"]
 
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
 REQUESTS_SCHEMA = pa.schema([
     ("request_id", pa.string()),
     ("intent", pa.string()),
@@ -100,25 +108,66 @@ def _plain(column: pa.ChunkedArray | pa.Array) -> Any:
     return column
 
 
+def _is_metric_kind(kinds: pa.ChunkedArray) -> Bools:
+    """Which rows hold one of METRIC_KINDS; on dictionary columns (as read) only the dictionary is compared."""
+    if not pa.types.is_dictionary(kinds.type):
+        return _numpy_bool(pc.is_in(kinds, value_set=pa.array(METRIC_KINDS)))
+    parts = []
+    for chunk in kinds.chunks:
+        wanted = np.append(_numpy_bool(pc.is_in(chunk.dictionary, value_set=pa.array(METRIC_KINDS))), False)
+        codes = np.asarray(pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        parts.append(wanted[codes])  # code -1 (null kind) picks the appended False
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
+def _typed(column: pa.ChunkedArray, type_: pa.DataType) -> pa.Array:
+    """One array of ``type_``: strings dictionary-encoded for _CODED, dictionaries decoded otherwise."""
+    plain = _plain(column).combine_chunks()
+    if type_ == TIMESTAMP and not pa.types.is_timestamp(plain.type):
+        return _ts_to_timestamp(plain)  # parsed here, in the reading threads, null where malformed
+    if type_ == _CODED:
+        return pc.dictionary_encode(plain.cast(pa.string())).cast(_CODED)
+    return plain.cast(type_)
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[Ints, pa.Array]:
+    """Integer codes (-1 for null) of a dictionary column and the one dictionary they index."""
+    unified = column.unify_dictionaries() if column.num_chunks else column
+    if not unified.num_chunks:
+        return np.zeros(0, dtype=np.int64), pa.array([], type=pa.string())
+    codes = np.concatenate([np.asarray(pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False),
+                                       dtype=np.int64) for chunk in unified.chunks])
+    return codes, unified.chunk(0).dictionary
+
+
 def _numpy_bool(column: Any) -> Bools:
     return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def compact_events(events: pa.Table) -> pa.Table:
-    """Only the kinds metrics read (COMPACT_SCHEMA), with their body fields extracted and bodies dropped.
+    """Only the kinds metrics read (COMPACT_SCHEMA), with their body fields.
 
-    Accepts export tables with or without ``body`` (without it the body fields stay empty), and
-    tables already compacted.
+    Accepts export tables with the typed body-field columns (``body`` is then ignored), older export
+    tables without them (the fields are parsed from ``body``; without ``body`` too they stay
+    empty), and tables already compacted.
     """
-    if "latency_ms" in events.column_names:
-        return events.select(COMPACT_SCHEMA.names).cast(COMPACT_SCHEMA)
+    if events.column_names == COMPACT_SCHEMA.names:
+        return events.cast(COMPACT_SCHEMA)  # already compacted
+    return _compact(events)
+
+
+def _compact(events: pa.Table) -> pa.Table:
+    """compact_events of an export table (with or without the typed body-field columns)."""
     if events.num_rows == 0:
         return COMPACT_SCHEMA.empty_table()
-    keep = np.flatnonzero(_numpy_bool(pc.is_in(events["kind"], value_set=pa.array(METRIC_KINDS))))
+    keep = np.flatnonzero(_is_metric_kind(events["kind"]))
     take = pa.array(keep)
+    typed = all(name in events.column_names for name in _BODY_SCHEMA.names)
     columns: dict[str, Any] = {
-        name: _plain(events[name]).take(take).combine_chunks().cast(COMPACT_SCHEMA.field(name).type)
-        for name in COMPACT_SCHEMA.names[:7]}
+        name: _typed(events[name].take(take), COMPACT_SCHEMA.field(name).type)
+        for name in (COMPACT_SCHEMA.names if typed else COMPACT_SCHEMA.names[:7])}
+    if typed:
+        return pa.table(columns, schema=COMPACT_SCHEMA)
     n = len(keep)
     fields = {name: pa.nulls(n, field.type) for name, field in zip(_BODY_SCHEMA.names, _BODY_SCHEMA, strict=True)}
     if "body" in events.column_names and n:
@@ -137,11 +186,16 @@ def compact_events(events: pa.Table) -> pa.Table:
     return pa.table({**columns, **fields}, schema=COMPACT_SCHEMA)
 
 
-def read_compact(path: Path) -> pa.Table:
-    """One audit_events Parquet file, compacted (see compact_events)."""
+def read_compact(source: Any) -> pa.Table:
+    """One audit_events Parquet file (a path or a binary file object), compacted (see compact_events).
+
+    Only the typed columns are read when the file has them; ``body`` only from older files.
+    """
     # Low-cardinality strings as dictionaries: cheaper to read and to compare.
-    table = pq.read_table(path, columns=EVENT_COLUMNS, read_dictionary=["kind", "intent", "step", "status"])
-    return compact_events(table)
+    parquet = pq.ParquetFile(source, read_dictionary=_DICTIONARY_COLUMNS)
+    names = set(parquet.schema_arrow.names)
+    columns = TYPED_EVENT_COLUMNS if names.issuperset(TYPED_EVENT_COLUMNS) else EVENT_COLUMNS
+    return _compact(parquet.read(columns=columns))
 
 
 def read_events(files: Iterable[Path]) -> pa.Table:
@@ -241,19 +295,15 @@ class _Requests:
     """Rows of the compact events grouped by request, as integer codes (no strings after the first pass)."""
 
     def __init__(self, events: pa.Table) -> None:
-        encoded = pc.dictionary_encode(events["request_id"]).combine_chunks()
-        self.codes: Ints = np.asarray(pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False),
-                                      dtype=np.int64)
-        self.ids = encoded.dictionary
-        kinds = pc.dictionary_encode(events["kind"]).combine_chunks()
-        self.kind_codes = np.asarray(kinds.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        self.kind_names = kinds.dictionary.to_pylist()
+        self.codes, self.ids = _codes(events["request_id"])
+        self.kind_codes, kind_names = _codes(events["kind"])
+        self.kind_names = kind_names.to_pylist()
         self.position = np.full(len(self.ids) + 1, -1, dtype=np.int64)  # code -> request row (-1: none)
 
     def rows(self, *kinds: str) -> Ints:
         """Event rows of these kinds with a request id."""
-        wanted = [i for i, name in enumerate(self.kind_names) if name in kinds]
-        mask = np.isin(self.kind_codes, wanted) & (self.codes >= 0)
+        wanted = np.array([name in kinds for name in self.kind_names] + [False], dtype=bool)
+        mask = wanted[self.kind_codes] & (self.codes >= 0)  # code -1 (null kind) picks the False
         return np.flatnonzero(mask)
 
     def first_rows(self, rows: Ints) -> Ints:
@@ -291,8 +341,9 @@ def _day_start_ms(day: date) -> int:
 def derive_requests(events: pa.Table, *, first: date | None = None, last: date | None = None) -> pa.Table:
     """One row per request that ended in [first, last] (UTC days, inclusive; None = unbounded).
 
-    ``events`` are export columns (EVENT_COLUMNS; ``body`` optional: without it dry_run, replay_of,
-    error texts, signatures and cancel latency stay empty) or the output of compact_events. Rows
+    ``events`` are export columns (TYPED_EVENT_COLUMNS; or, from files exported before the typed
+    body-field columns, EVENT_COLUMNS: without ``body`` too, dry_run, replay_of, error texts,
+    signatures and cancel latency stay empty) or the output of compact_events. Rows
     come in the order the requests' ``request.complete`` records were written (seq order), so the
     same chain always gives the same table.
     """
@@ -301,7 +352,7 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
         return empty_requests()
     index = _Requests(events)
     complete = index.first_rows(index.rows(_COMPLETE))
-    ended = _ts_to_timestamp(events["ts"].take(pa.array(complete))).cast(pa.int64())
+    ended = events["ts"].take(pa.array(complete)).cast(pa.int64())
     ended_ms = np.asarray(pc.fill_null(ended, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False),
                           dtype=np.int64)
     keep = ended_ms != np.iinfo(np.int64).min
@@ -320,7 +371,7 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
     # request.start (or request.refused): started, intent, dry_run, replay_of.
     start_pos, start_rows = index.first_of(_START, _REFUSED)
     starts = events.select(["ts", "intent", "dry_run", "replay_of"]).take(pa.array(start_rows))
-    start_ms = _ts_to_timestamp(starts["ts"]).cast(pa.int64())
+    start_ms = starts["ts"].cast(pa.int64())
     started = ended_ms - np.asarray(pc.fill_null(done["duration_ms"], 0).to_numpy(zero_copy_only=False),
                                     dtype=np.int64)
     has_start = np.asarray(pc.is_valid(start_ms).to_numpy(zero_copy_only=False), dtype=bool)
@@ -333,7 +384,7 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
     # The first failure record: step.fail / verify.fail (a step or check), request.refused (preflight).
     fail_pos, fail_rows = index.first_of(*_FAIL_KINDS)
     fails = events.select(["kind", "step", "error_class", "error"]).take(pa.array(fail_rows))
-    steps = pc.if_else(pc.equal(fails["kind"], _REFUSED), pa.scalar(PREFLIGHT_STEP), fails["step"])
+    steps = pc.if_else(pc.equal(_plain(fails["kind"]), _REFUSED), pa.scalar(PREFLIGHT_STEP), fails["step"])
     signatures = signature_many(steps.to_pylist(), fails["error_class"].to_pylist(), fails["error"].to_pylist())
 
     cancel_pos, cancel_rows = index.first_of(_CANCELLED)
@@ -343,13 +394,14 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
     rolled_back = (index.count(_ROLLBACK) > 0) | _numpy_bool(pc.is_in(status, value_set=pa.array(
         _ROLLED_BACK_STATUSES)))
     success = _numpy_bool(pc.equal(status, RequestStatus.SUCCEEDED.value))
-    outcome = np.where(dry_run, DRY_RUN, np.where(cancelled, CANCELLED, np.where(success, SUCCESS, FAILURE)))
+    outcome = np.where(dry_run, OUTCOMES.index(DRY_RUN), np.where(cancelled, OUTCOMES.index(CANCELLED), np.where(
+        success, OUTCOMES.index(SUCCESS), OUTCOMES.index(FAILURE))))
     return pa.table({
-        "request_id": done["request_id"],
+        "request_id": _plain(done["request_id"]),
         "intent": pc.coalesce(done["intent"], _scatter(n, start_pos, starts["intent"], pa.string()),
                               pa.scalar(UNKNOWN_INTENT)),
         "status": status,
-        "outcome": pa.array(outcome, type=pa.string()),
+        "outcome": pa.array(OUTCOMES).take(pa.array(outcome)),
         "started": pa.array(started, type=pa.int64()).cast(TIMESTAMP),
         "ended": pa.array(ended_ms, type=pa.int64()).cast(TIMESTAMP),
         "duration_ms": done["duration_ms"],

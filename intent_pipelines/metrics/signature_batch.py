@@ -6,8 +6,10 @@ ASCII messages the same rules run as Arrow (RE2) kernels over the whole column, 
 Python's ``re`` there: ``\b \d \w \s`` are ASCII classes in both once the text is ASCII and holds
 none of the control characters Python counts as whitespace or line breaks but RE2 does not
 (\v \f \x1c-\x1f). The path rule's look-behind, which RE2 lacks, becomes a captured preceding
-character; that only differs after a path ending in "/" directly followed by another "/", so
-messages containing "//" take the Python path too.
+character; that only differs after a path ending in "/" directly followed by another "/" (the
+consumed "/" hides the next path's start), so messages where a path character ([\w.@+-]) precedes
+"//" take the Python path too. A "//" after anything else (``http://host``) cannot end a path match:
+a path match only ends before "/" through its optional trailing "/", itself after a path character.
 
 The translation is tied to the exact rules in alerts/signatures.py: if those change, ``FAST`` turns
 False and every message goes through ``signature`` itself (tests say so loudly), so the two can
@@ -15,6 +17,8 @@ never silently disagree.
 """
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import numpy as np
@@ -43,6 +47,7 @@ _RE2: Final = [
 ]
 _WHITESPACE: Final = " \t\n\r"
 _MAX: Final = 300
+_PER_THREAD: Final = 10_000  # fewer messages per thread than this are not worth a thread
 FAST: Final = [(p.pattern, int(p.flags), r) for p, r in signatures._RULES] == _KNOWN
 
 
@@ -51,7 +56,20 @@ def _python(step: str, error_class: str, message: str) -> str:
 
 
 def normalize_many(messages: pa.Array) -> pa.Array:
-    """signatures.normalize of every (ASCII-safe) message, vectorized; callers route the rest to Python."""
+    """signatures.normalize of every (ASCII-safe) message, vectorized; callers route the rest to Python.
+
+    Large batches are split across threads (the regex kernels release the GIL).
+    """
+    workers = min(os.cpu_count() or 1, len(messages) // _PER_THREAD)
+    if workers > 1:
+        size = -(-len(messages) // workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(_normalize, (messages.slice(i, size) for i in range(0, len(messages), size))))
+        return pa.concat_arrays(parts)
+    return _normalize(messages)
+
+
+def _normalize(messages: pa.Array) -> pa.Array:
     text = pc.utf8_trim(messages, characters=_WHITESPACE)
     text = pc.replace_substring_regex(text, r"(?s)[\r\n].*", "")  # first line
     for pattern, replacement in _RE2:
@@ -69,7 +87,7 @@ def signature_many(steps: list[str | None], classes: list[str | None], errors: l
     texts = pa.array([errors[i] or "" for i in wanted], type=pa.string())
     if FAST:
         safe = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(
-            texts, r"[\x0b\x0c\x1c-\x1f]|//")))
+            texts, r"[\x0b\x0c\x1c-\x1f]|[\w.@+-]//")))
         safe_mask = np.asarray(pc.fill_null(safe, False).to_numpy(zero_copy_only=False), dtype=bool)
     else:
         safe_mask = np.zeros(len(wanted), dtype=bool)

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from intent_pipelines.audit.export import day_table, partition_path
 from intent_pipelines.metrics.requests import (
     COMPACT_SCHEMA,
-    EVENT_COLUMNS,
     LOOKBACK_DAYS,
     compact_events,
     derive_requests,
+    read_compact,
 )
 from intent_pipelines.store import StateStore
 
@@ -37,9 +36,9 @@ def days(first: date, last: date) -> Iterator[date]:
 def read_partition_file(path: Any) -> pa.Table:
     """One audit_events file (a Path, or a UPath for object stores), compacted for metrics."""
     if isinstance(path, Path):
-        return compact_events(pq.read_table(path, columns=EVENT_COLUMNS))
+        return read_compact(path)
     with path.open("rb") as fh:
-        return compact_events(pq.read_table(fh, columns=EVENT_COLUMNS))
+        return read_compact(fh)
 
 
 @dataclass
@@ -58,7 +57,7 @@ class EventSource:
         return self.root / f"date={day.isoformat()}" / "audit_events.parquet"
 
     def day(self, day: date) -> pa.Table:
-        """One day's events (EVENT_COLUMNS)."""
+        """One day's events, compacted (COMPACT_SCHEMA)."""
         if self.root is not None and (self.today is None or day < self.today):
             path = self.file(day)
             if path.exists():

@@ -84,24 +84,40 @@ EVENTS: list[Event] = [
 
 
 def typed(event: Event, intents: dict[str, str]) -> dict[str, Any]:
-    """The export's typed columns for one event (as audit.export.day_table fills them)."""
+    """The export's columns for one event (as audit.export.day_table fills them), written out independently."""
     body = {**event.body, "kind": event.kind, "request_id": event.request_id, "run_id": event.request_id,
             "ts": event.ts}
+
+    def of(name: str, kind: type) -> Any:
+        value = body.get(name)
+        return value if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) else None
+
     duration = body.get("duration_ms")
     return {"ts": event.ts, "request_id": event.request_id, "kind": event.kind,
             "intent": body.get("intent") or intents.get(event.request_id), "step": body.get("step") or body.get("check"),
             "status": body.get("status"), "duration_ms": duration if isinstance(duration, int) else None,
+            "dry_run": of("dry_run", bool), "replay_of": of("replay_of", str), "error": of("error", str),
+            "error_class": of("error_class", str), "latency_ms": of("latency_ms", int),
             "body": json.dumps(body, sort_keys=True, separators=(",", ":")).encode()}
 
 
-def events_table(events: list[Event] | None = None) -> pa.Table:
-    """The fixture as an events table (EVENT_COLUMNS), in chain (ts) order."""
+EXPORT_COLUMNS = pa.schema([
+    ("ts", pa.string()), ("request_id", pa.string()), ("kind", pa.string()), ("intent", pa.string()),
+    ("step", pa.string()), ("status", pa.string()), ("duration_ms", pa.int64()), ("dry_run", pa.bool_()),
+    ("replay_of", pa.string()), ("error", pa.string()), ("error_class", pa.string()), ("latency_ms", pa.int64()),
+    ("body", pa.binary())])
+# Files exported before the body fields had typed columns: metrics parse those fields from `body`.
+LEGACY_COLUMNS = pa.schema([EXPORT_COLUMNS.field(name) for name in (
+    "ts", "request_id", "kind", "intent", "step", "status", "duration_ms", "body")])
+
+
+def events_table(events: list[Event] | None = None, *, legacy: bool = False) -> pa.Table:
+    """The fixture as an events table in chain (ts) order: the export's columns, or a legacy export's."""
     chosen = sorted(events if events is not None else EVENTS, key=lambda e: e.ts)
     intents = {e.request_id: e.body["intent"] for e in chosen if "intent" in e.body}
+    schema = LEGACY_COLUMNS if legacy else EXPORT_COLUMNS
     rows = [typed(e, intents) for e in chosen]
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("ts", pa.string()), ("request_id", pa.string()), ("kind", pa.string()), ("intent", pa.string()),
-        ("step", pa.string()), ("status", pa.string()), ("duration_ms", pa.int64()), ("body", pa.binary())]))
+    return pa.Table.from_pylist([{name: row[name] for name in schema.names} for row in rows], schema=schema)
 
 
 def fill_store(store: StateStore, events: list[Event] | None = None) -> None:
@@ -114,7 +130,7 @@ def fill_store(store: StateStore, events: list[Event] | None = None) -> None:
                          .values(ts=event.ts))
 
 
-@pytest.fixture
-def events() -> pa.Table:
-    """The hand-computed fixture as an events table."""
-    return events_table()
+@pytest.fixture(params=["typed", "legacy"])
+def events(request: pytest.FixtureRequest) -> pa.Table:
+    """The hand-computed fixture as an events table, as exported now (typed columns) and by older exports (body only)."""
+    return events_table(legacy=request.param == "legacy")

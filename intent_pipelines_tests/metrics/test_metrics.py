@@ -1,13 +1,21 @@
 """Per-request rows and the rollup on the hand-computed fixture (see conftest.py), empty days and edge cases."""
 
 from datetime import date
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from intent_pipelines.alerts.signatures import normalize, signature
 from intent_pipelines.metrics.percentiles import grouped_percentiles, nearest_rank, percentile
-from intent_pipelines.metrics.requests import REQUESTS_SCHEMA, derive_requests, empty_requests
+from intent_pipelines.metrics.requests import (
+    REQUESTS_SCHEMA,
+    derive_requests,
+    empty_requests,
+    read_compact,
+    read_events,
+)
 from intent_pipelines.metrics.rollup import SCHEMA_VERSION, empty_stats, rollup, rollup_rows, to_text
 from intent_pipelines_tests.metrics.conftest import DAY, Event, events_table
 
@@ -112,17 +120,36 @@ def test_only_dry_runs_make_no_executions() -> None:
     assert (overall["total_executions"], overall["dry_run_count"], overall["success_rate"]) == (0, 1, None)
 
 
-def test_missing_bodies_and_malformed_fields_are_tolerated() -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["typed", "legacy"])
+def test_missing_bodies_and_malformed_fields_are_tolerated(legacy: bool) -> None:
     """Without a body column, or with odd body types, derivation still yields rows (fields empty) instead of failing."""
     events = events_table([
         Event("2026-03-10T09:00:00.000Z", "a", "request.start", {"intent": "x", "dry_run": "yes"}),
         Event("2026-03-10T09:00:00.500Z", "a", "run.cancelled", {"latency_ms": "soon"}),
-        Event("2026-03-10T09:00:01.000Z", "a", "request.complete", {"status": "FAILED"})])
+        Event("2026-03-10T09:00:01.000Z", "a", "request.complete", {"status": "FAILED"})], legacy=legacy)
     row = derive_requests(events).to_pylist()[0]
     assert (row["outcome"], row["dry_run"], row["cancel_latency_ms"], row["duration_ms"]) == (
         "cancelled", False, None, None)
     bare = derive_requests(events.drop_columns(["body"])).to_pylist()[0]
     assert bare["request_id"] == "a" and bare["signature"] is None
+
+
+def test_typed_and_legacy_exports_give_identical_rows() -> None:
+    """Rows from the typed body-field columns equal rows parsed from the bodies of an older export, field by field."""
+    typed, legacy = derive_requests(events_table()), derive_requests(events_table(legacy=True))
+    assert typed.num_rows == 10 and typed.equals(legacy)
+
+
+def test_typed_columns_are_read_and_bodies_never_are(tmp_path: Path) -> None:
+    """With the typed columns present, bodies are not decoded: unparseable bodies change nothing."""
+    events = events_table()
+    garbled = events.set_column(events.schema.get_field_index("body"), "body",
+                                pa.array([b"{not json"] * events.num_rows, type=pa.binary()))
+    assert derive_requests(garbled).equals(derive_requests(events))
+    pq.write_table(garbled, tmp_path / "typed.parquet")
+    pq.write_table(events_table(legacy=True), tmp_path / "legacy.parquet")
+    assert derive_requests(read_compact(tmp_path / "typed.parquet")).equals(derive_requests(events))
+    assert derive_requests(read_events([tmp_path / "legacy.parquet"])).equals(derive_requests(events))
 
 
 @pytest.mark.parametrize(("values", "p", "expected"), [

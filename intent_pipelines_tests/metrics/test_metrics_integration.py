@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from intent_pipelines.audit.export import TYPED_COLUMNS, day_table, typed_values
 from intent_pipelines.cli.main import main
 from intent_pipelines.dagster_defs.audit_assets import AuditWarehouse, audit_events
 from intent_pipelines.dagster_defs.jobs import RUNTIME_KEY
@@ -27,7 +30,7 @@ from intent_pipelines.home import IntentHome
 from intent_pipelines.metrics.requests import REQUESTS_SCHEMA, derive_requests
 from intent_pipelines.metrics.rollup import rollup
 from intent_pipelines.store import StateStore
-from intent_pipelines_tests.metrics.conftest import BEFORE, DAY, events_table, fill_store
+from intent_pipelines_tests.metrics.conftest import AFTER, BEFORE, DAY, events_table, fill_store
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +107,28 @@ def test_requests_fall_back_to_the_store_when_a_day_is_not_exported(setup: Setup
         _materialize(setup, [audit_events], day)
     _materialize(setup, [intent_requests])
     assert pq.read_table(setup.file("intent_requests")).equals(from_store)
+
+
+def test_export_fills_the_typed_columns_from_the_bodies(setup: Setup) -> None:
+    """The exported typed columns (dry_run, replay_of, error, latency_ms, ...) hold exactly what each body says."""
+    exported = pa.concat_tables([day_table(setup.store, date.fromisoformat(BEFORE)), day_table(setup.store, DAY)])
+    expected = events_table().filter(pc.less(events_table()["ts"], AFTER))
+    assert TYPED_COLUMNS == ["intent", "step", "status", "duration_ms", "dry_run", "replay_of", "error",
+                             "error_class", "latency_ms"]
+    # intent is left out: the store knows no requests' intents here (fill_store writes the chain only).
+    for name in ["ts", "request_id", "kind", *TYPED_COLUMNS[1:]]:
+        assert exported[name].to_pylist() == expected[name].to_pylist(), name
+    assert exported["latency_ms"].drop_null().to_pylist() == [1500]
+    assert exported["replay_of"].drop_null().to_pylist() == ["r1"]
+
+
+def test_typed_values_keep_only_fields_of_the_right_type() -> None:
+    """A body field of the wrong JSON type (or an integer beyond int64) gives null, never a coerced value."""
+    odd = {"dry_run": "yes", "replay_of": 7, "error": None, "error_class": ["X"], "latency_ms": True}
+    assert typed_values(odd, "x")[4:] == (None, None, None, None, None)
+    assert typed_values({"latency_ms": 2**63}, None)[-1] is None
+    assert typed_values({"latency_ms": -(2**63), "dry_run": False}, None)[-1] == -(2**63)
+    assert typed_values({"check": "http", "intent": "own"}, "x")[:2] == ("own", "http")
 
 
 def test_empty_day_materializes_empty_files(setup: Setup) -> None:

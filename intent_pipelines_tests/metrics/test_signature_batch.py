@@ -14,6 +14,7 @@ TRICKY = st.text(alphabet=st.sampled_from(list("aZ09fF_x./-+@:T Z\t\n\r\x0b\x0c\
 PIECES = st.lists(st.sampled_from([
     "2026-11-21T10:00:01.123Z", "2026-11-21 10:00", "0xDEADBEEF", "deadbeef00", "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
     "/srv/apps/x", "/a//b", "x/y", "./rel", "30s", "1.5ms", "42", " ", "\n", "timed out", "é", "١٢", "a" * 40,
+    "http://10.0.3.7:8080/health", "//", "/", "a/", "@/", ":", "-", "+", "file:///tmp/x",
 ]), max_size=8).map("".join)
 
 
@@ -32,6 +33,21 @@ def test_batch_equals_signature(items: list[tuple[str, str, str]]) -> None:
     steps = [s for _, s, _ in items]
     classes = [c for _, _, c in items]
     assert signature_many(steps, classes, messages) == [signature(m, step=s, error_class=c) for m, s, c in items]
+
+
+def test_urls_take_the_fast_path_and_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages with "//" after a non-path character (URLs) are vectorized, and still equal signature()."""
+    messages = ["GET http://10.0.3.7:8080/health returned 503 after 3 attempts", "see file:///tmp/x//y", "a//b"]
+    slow: list[str] = []
+    python = signature_batch._python
+
+    def recording(step: str, error_class: str, message: str) -> str:
+        slow.append(message)
+        return python(step, error_class, message)
+
+    monkeypatch.setattr(signature_batch, "_python", recording)
+    assert signature_many(["s"] * 3, ["E"] * 3, messages) == [signature(m, step="s", error_class="E") for m in messages]
+    assert slow == messages[1:]  # a path character before "//": only those need Python
 
 
 def test_missing_error_and_class_give_no_signature() -> None:
