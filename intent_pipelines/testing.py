@@ -6,7 +6,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,23 @@ def run_intent(name: str, config: dict[str, Any], instance: dg.DagsterInstance,
     if request is None:
         raise AssertionError(f"run {result.run_id} of {name} left no request record (preflight never ran)")
     return result, request
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, poll: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def group_gone(pgid: int) -> bool:
+    """Whether no process of the process group ``pgid`` is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from intent_pipelines.dagster_dev import DagsterDev
 from intent_pipelines.home import IntentHome
 from intent_pipelines.status import RequestStatus
 from intent_pipelines.store import StateStore
-from intent_pipelines.testing import prepare_sample_home, stop_fleet
+from intent_pipelines.testing import group_gone, prepare_sample_home, stop_fleet, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -86,24 +86,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(dev, home, env)
     finally:
         stop_fleet(home)
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, poll: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def launch_sleepy(stack: Stack, **tags: str) -> str:

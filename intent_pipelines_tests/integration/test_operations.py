@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from intent_pipelines.engine import HEARTBEAT_S, Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
-from intent_pipelines.testing import run_intent
+from intent_pipelines.testing import group_gone, run_intent, wait_for
 from intent_pipelines.watchdog import check_stuck_requests, group_alive
 
 pytestmark = pytest.mark.integration
@@ -54,24 +54,6 @@ steps:
 def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, poll: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def audit_kinds(store: StateStore, request_id: str) -> list[str]:
