@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from bench._common import INTENT, BenchError, Workspace, base_parser, machine, verdict, workspace, write_results
+from intent_pipelines.testing import group_gone
 
 NAME = "stop_latency"
 TARGET_P95_S = 5.0
@@ -42,14 +43,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
-
-
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def one_trial(ws: Workspace, store: Any, instance: Any) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from intent_pipelines.actions.base import ActionContext
-from intent_pipelines.dagster_defs.jobs import make_intent_job
+from intent_pipelines.dagster_defs.jobs import job_for, make_intent_job
 from intent_pipelines.engine import Engine
 from intent_pipelines.fleet import load_fleet, save_fleet
 from intent_pipelines.home import IntentHome
@@ -138,3 +138,23 @@ def group_gone(pgid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def forget_loaded_jobs() -> None:
+    """Drop the jobs this process built, as a new `intent` process would (tests rewrite intent files)."""
+    from dagster._core.definitions.reconstruct import ReconstructableJob
+
+    job_for.cache_clear()
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()
+
+
+def invoke_cli(*args: str) -> tuple[int, str, str]:
+    """Run the `intent` command in process, like a fresh process would: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from intent_pipelines.cli.main import main
+
+    forget_loaded_jobs()
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr

@@ -46,8 +46,8 @@ def _original(cli: CliContext, request_id: str) -> tuple[dict[str, Any], str]:
                           f"{request_id} cannot be trusted for replay", hint="Run `intent audit verify`.")
     body = start.data()
     sha = body["intent_sha256"]
-    file_record = next((r for r in store.audit_records() if r.kind == "intent.file"
-                        and r.data().get("intent_sha256") == sha), None)
+    file_record = next((r for r in store.audit_records_of_kind("intent.file")
+                        if r.data().get("intent_sha256") == sha), None)
     if file_record is None:
         raise UsageError(f"the intent file of request {request_id} ({sha[:12]}) is not in the audit log",
                          hint="Requests from before intent files were recorded cannot be replayed exactly.")

@@ -12,7 +12,7 @@ audit_events = sa.Table(
     sa.Column("ts", sa.String(32), nullable=False),
     sa.Column("request_id", sa.String(64), nullable=False, index=True),
     sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False, index=True),
     sa.Column("prev", sa.LargeBinary(32), nullable=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),

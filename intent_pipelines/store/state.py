@@ -196,6 +196,11 @@ class StateStore:
                 return
             cursor = int(rows[-1].seq)
 
+    def audit_records_of_kind(self, kind: str) -> Iterator[AuditRecord]:
+        """Records of one kind, in chain order (e.g. the few `intent.file` records)."""
+        table = schema.audit_events
+        yield from self._audit_query(sa.select(table).where(table.c.kind == kind).order_by(table.c.seq))
+
     def audit_records_between(self, first_seq: int, last_seq: int) -> Iterator[AuditRecord]:
         """Records with first_seq <= seq <= last_seq, in order."""
         table = schema.audit_events

@@ -13,15 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from dagster._core.definitions.reconstruct import ReconstructableJob
 
-from intent_pipelines.cli.main import main
-from intent_pipelines.dagster_defs.jobs import job_for
 from intent_pipelines.dagster_dev import DagsterDev
 from intent_pipelines.home import IntentHome
 from intent_pipelines.store import StateStore
-from intent_pipelines.testing import prepare_sample_home, stop_fleet
+from intent_pipelines.testing import invoke_cli, prepare_sample_home, stop_fleet
 
 pytestmark = pytest.mark.e2e
 
@@ -88,15 +84,6 @@ def cli_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
     return stack
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    # A new `intent` process would build its jobs afresh; so does this one.
-    job_for.cache_clear()
-    ReconstructableJob.get_definition.cache_clear()
-    ReconstructableJob.get_repository_definition.cache_clear()
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def launch_until_gate(stack: Stack, tag: str) -> str:
     """Launch the gated job over GraphQL and wait until its run fails at the gate; return the run id."""
     client = stack.dev.client
@@ -111,7 +98,7 @@ def launch_until_gate(stack: Stack, tag: str) -> str:
 
 
 def approve(request_id: str) -> None:
-    code, out, err = invoke("approve", request_id, "--step", "gate", "--reason", "looked at a")
+    code, out, err = invoke_cli("approve", request_id, "--step", "gate", "--reason", "looked at a")
     assert code == 0, err
     assert "approved" in out
 
@@ -142,7 +129,7 @@ def test_cli_resume_continues_a_run_launched_over_graphql(cli_env: Stack) -> Non
     run_id = launch_until_gate(stack, "cli")
     approve(run_id)
 
-    code, out, err = invoke("resume", run_id, "--json")
+    code, out, err = invoke_cli("resume", run_id, "--json")
     assert code == 0, err
     outcome: dict[str, Any] = json.loads(out)
     assert (outcome["request_id"], outcome["status"]) == (run_id, "SUCCEEDED")

@@ -3,18 +3,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 
-from intent_pipelines.cli.main import main
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
+from intent_pipelines.testing import invoke_cli
 
 pytestmark = pytest.mark.integration
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def runs_in_instance(home: IntentHome) -> int:
@@ -24,16 +18,16 @@ def runs_in_instance(home: IntentHome) -> int:
 
 def test_list_show_graph_validate(sample_home: IntentHome) -> None:
     """The read-only commands list the seven intents, describe one, draw its graph and validate."""
-    code, out, _ = invoke("list", "--json")
+    code, out, _ = invoke_cli("list", "--json")
     assert code == 0
     assert {i["name"] for i in json.loads(out)} == {
         "deploy-app", "restart-app", "scale-app", "check-logs", "observe-app", "migrate-schema",
         "create-nextjs-app"}
-    code, out, _ = invoke("show", "deploy")
+    code, out, _ = invoke_cli("show", "deploy")
     assert code == 0 and "deploy-app" in out and '"HEAD"' in out
-    code, out, _ = invoke("graph", "deploy-app")
+    code, out, _ = invoke_cli("graph", "deploy-app")
     assert code == 0 and out.startswith("flowchart TD") and "build --> switch" in out
-    code, out, _ = invoke("validate")
+    code, out, _ = invoke_cli("validate")
     assert code == 0 and "7 intent files valid" in out
 
 
@@ -41,7 +35,7 @@ def test_validate_reports_bad_file_in_one_line(sample_home: IntentHome, tmp_path
     """A bad intent file fails validation with exit 3 and names file and line."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nsummary: x\nsteps:\n  - id: a\n    run: [true]\n    need: [b]\n")
-    code, out, err = invoke("validate", str(bad))
+    code, out, err = invoke_cli("validate", str(bad))
     assert code == 3
     assert f"{bad}:6: steps[0].need: unknown key 'need'" in out
     assert "Traceback" not in out + err
@@ -51,7 +45,7 @@ def test_plan_json_has_a_stable_hash(sample_home: IntentHome) -> None:
     """`intent plan --json` is machine-readable and gives the same hash twice."""
     hashes = []
     for _ in range(2):
-        code, out, _ = invoke("plan", "deploy-app", "-p", "app=hello-api", "--json")
+        code, out, _ = invoke_cli("plan", "deploy-app", "-p", "app=hello-api", "--json")
         assert code == 0
         hashes.append(json.loads(out)["plan_hash"])
     assert hashes[0] == hashes[1] and len(hashes[0]) == 64
@@ -71,7 +65,7 @@ def test_plan_json_has_a_stable_hash(sample_home: IntentHome) -> None:
 def test_bad_input_is_one_line_with_its_exit_code_and_no_run(sample_home: IntentHome, args: list[str],
                                                              exit_code: int, message: str) -> None:
     """Bad input exits with the documented code, one line on stderr, and creates no Dagster run."""
-    code, out, err = invoke(*args)
+    code, out, err = invoke_cli(*args)
     assert code == exit_code, err
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -80,9 +74,9 @@ def test_bad_input_is_one_line_with_its_exit_code_and_no_run(sample_home: Intent
 
 def test_run_with_typed_params_and_json_outcome(sample_home: IntentHome) -> None:
     """`intent run` passes integer params to the typed launchpad and prints the outcome as JSON."""
-    code, out, err = invoke("run", "deploy-app", "-p", "app=hello-api", "-p", "migrate=false", "--json")
+    code, out, err = invoke_cli("run", "deploy-app", "-p", "app=hello-api", "-p", "migrate=false", "--json")
     assert code == 0, err
-    code, out, err = invoke("run", "scale-app", "-p", "app=hello-api", "-p", "replicas=2", "--json")
+    code, out, err = invoke_cli("run", "scale-app", "-p", "app=hello-api", "-p", "replicas=2", "--json")
     assert code == 0, err
     outcome = json.loads(out)
     assert outcome["status"] == "SUCCEEDED" and outcome["steps"][0]["step"] == "scale"
@@ -108,7 +102,7 @@ steps:
     run: [echo, "{{ steps.first.outputs.version }}"]
 """)
     monkeypatch.setenv("INTENTS_PATH", str(intents))
-    code, out, err = invoke("run", "missing-output", "--json")
+    code, out, err = invoke_cli("run", "missing-output", "--json")
     assert code == 4, err
     outcome = json.loads(out)
     assert outcome["status"] == "FAILED" and "version" in outcome["error"]

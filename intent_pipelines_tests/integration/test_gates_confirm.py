@@ -7,15 +7,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
-from dagster._core.definitions.reconstruct import ReconstructableJob
 
-from intent_pipelines.cli.main import main
-from intent_pipelines.dagster_defs.jobs import job_for
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.status import RequestStatus
-from intent_pipelines.testing import run_intent
+from intent_pipelines.testing import invoke_cli, run_intent
 
 pytestmark = pytest.mark.integration
 
@@ -131,22 +127,9 @@ def work(sample_home: IntentHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return Work(sample_home, directory)
 
 
-def forget_loaded_jobs() -> None:
-    """Drop the jobs this process built, as a new `intent` process would: each test writes its own intents."""
-    job_for.cache_clear()
-    ReconstructableJob.get_definition.cache_clear()
-    ReconstructableJob.get_repository_definition.cache_clear()
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    forget_loaded_jobs()
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def outcome_of(*args: str, code: int = 0) -> dict[str, Any]:
     """Run an `intent` command with --json, check its exit code and return the outcome."""
-    got, out, err = invoke(*args, "--json")
+    got, out, err = invoke_cli(*args, "--json")
     assert got == code, err
     outcome: dict[str, Any] = json.loads(out)
     return outcome
@@ -175,12 +158,12 @@ def test_manual_gate_waits_for_approval_then_resume_completes_the_same_request(w
     assert store.lock_holder("gated") is None
     assert [e["step"] for e in work.audit(request_id, "gate.approval_required")] == ["gate"]
 
-    code, out, err = invoke("approve", request_id, "--step", "gate", "--reason", "ok")
+    code, out, err = invoke_cli("approve", request_id, "--step", "gate", "--reason", "ok")
     assert code == 0, err
     assert f"gate gate of request {request_id} approved by" in out
     [approved] = work.audit(request_id, "gate.approved")
     assert approved["step"] == "gate" and approved["reason"] == "ok" and approved["who"]
-    code, _, err = invoke("audit", "verify")
+    code, _, err = invoke_cli("audit", "verify")
     assert code == 0, err
 
     done = outcome_of("resume", request_id)
@@ -198,14 +181,14 @@ def test_manual_gate_waits_for_approval_then_resume_completes_the_same_request(w
 def test_rejected_gate_rolls_back_completed_steps_and_cannot_be_resumed(work: Work) -> None:
     """After `intent reject`, resume fails the request for good: a's rollback runs and a second resume is refused."""
     request_id = outcome_of("run", "gated", code=16)["request_id"]
-    code, _, err = invoke("reject", request_id, "--step", "gate", "--reason", "not today")
+    code, _, err = invoke_cli("reject", request_id, "--step", "gate", "--reason", "not today")
     assert code == 0, err
     assert work.audit(request_id, "gate.rejected")[0]["reason"] == "not today"
 
     ended = outcome_of("resume", request_id, code=12)
     assert ended["status"] == "ROLLED_BACK" and "rejected" in ended["error"] and "not today" in ended["error"]
     assert work.events() == ["a", "undo-a"]
-    code, _, err = invoke("resume", request_id)
+    code, _, err = invoke_cli("resume", request_id)
     assert code == 2 and "was rolled back" in error_line(err) and "intent replay" in error_line(err)
     assert work.events() == ["a", "undo-a"]
 
@@ -213,12 +196,12 @@ def test_rejected_gate_rolls_back_completed_steps_and_cannot_be_resumed(work: Wo
 def test_rejected_gate_without_rollbacks_fails_with_exit_17_every_time(work: Work) -> None:
     """A rejected gate with nothing to roll back fails the request with exit 17 on every resume, and cannot be approved later."""
     request_id = outcome_of("run", "gated-plain", code=16)["request_id"]
-    code, _, err = invoke("reject", request_id, "--step", "gate", "--reason", "no")
+    code, _, err = invoke_cli("reject", request_id, "--step", "gate", "--reason", "no")
     assert code == 0, err
     for _ in range(2):
         ended = outcome_of("resume", request_id, code=17)
         assert ended["status"] == "FAILED" and "gate gate was rejected" in ended["error"]
-    code, _, err = invoke("approve", request_id, "--step", "gate", "--reason", "changed my mind")
+    code, _, err = invoke_cli("approve", request_id, "--step", "gate", "--reason", "changed my mind")
     assert code == 2 and "was already rejected" in error_line(err)
     outcome_of("resume", request_id, code=17)
     assert work.events() == ["a"]
@@ -235,7 +218,7 @@ def test_rejected_gate_without_rollbacks_fails_with_exit_17_every_time(work: Wor
 def test_bad_decisions_are_refused_in_one_line(work: Work, args: list[str], message: str) -> None:
     """Approving an unknown step, request or without a reason exits 2 with one line and records nothing."""
     request_id = outcome_of("run", "gated", code=16)["request_id"]
-    code, _, err = invoke(*[request_id if a == "@REQ@" else a for a in args])
+    code, _, err = invoke_cli(*[request_id if a == "@REQ@" else a for a in args])
     assert code == 2
     [line] = err.strip().splitlines()
     assert line.startswith("error: ") and message in line
@@ -245,13 +228,13 @@ def test_bad_decisions_are_refused_in_one_line(work: Work, args: list[str], mess
 def test_resume_refuses_a_request_that_succeeded(work: Work) -> None:
     """Only failed, stopped or waiting requests can be resumed; a succeeded one is refused with exit 2."""
     request_id = outcome_of("run", "conditional")["request_id"]
-    code, _, err = invoke("resume", request_id)
+    code, _, err = invoke_cli("resume", request_id)
     assert code == 2 and f"request {request_id} is SUCCEEDED" in error_line(err)
 
 
 def test_dry_run_passes_a_manual_gate_without_approval(work: Work) -> None:
     """A dry run only previews the gate ("would after a manual approval") and ends DRY_RUN."""
-    code, out, err = invoke("run", "gated", "--dry-run")
+    code, out, err = invoke_cli("run", "gated", "--dry-run")
     assert code == 0, err
     assert "would after a manual approval wait for a manual approval" in out + err
     assert work.events() == []
@@ -282,12 +265,12 @@ def test_conditional_gate_runs_only_when_its_when_holds_or_it_is_enabled(work: W
 
 def test_plan_and_dry_run_print_the_plan_hash(work: Work) -> None:
     """`intent plan` and `intent run --dry-run` print the same plan hash, and the dry run says how to confirm it."""
-    code, out, err = invoke("plan", "guarded", "--json")
+    code, out, err = invoke_cli("plan", "guarded", "--json")
     assert code == 0, err
     plan_hash = json.loads(out)["plan_hash"]
-    code, out, _ = invoke("plan", "guarded")
+    code, out, _ = invoke_cli("plan", "guarded")
     assert code == 0 and f"hash {plan_hash}" in out
-    code, out, err = invoke("run", "guarded", "--dry-run")
+    code, out, err = invoke_cli("run", "guarded", "--dry-run")
     assert code == 0, err
     assert f"plan {plan_hash}" in out and f"--confirm={plan_hash[:12]}" in out
     assert work.events() == []
@@ -295,39 +278,39 @@ def test_plan_and_dry_run_print_the_plan_hash(work: Work) -> None:
 
 def test_confirm_bound_to_a_plan_hash_refuses_a_changed_plan_with_its_diff(work: Work) -> None:
     """`--confirm=HASH` runs the unchanged plan; a changed param or context is refused (exit 6) with the plan diff."""
-    code, out, _ = invoke("plan", "guarded", "--json")
+    code, out, _ = invoke_cli("plan", "guarded", "--json")
     assert code == 0
     plan_hash = json.loads(out)["plan_hash"]
 
-    code, _, err = invoke("run", "guarded")
+    code, _, err = invoke_cli("run", "guarded")
     assert code == 6 and "guarded needs confirmation" in error_line(err) and plan_hash[:12] in error_line(err)
     assert outcome_of("run", "guarded", f"--confirm={plan_hash[:12]}")["status"] == "SUCCEEDED"
     assert outcome_of("run", "guarded", f"--confirm={plan_hash}")["status"] == "SUCCEEDED"
     assert work.events() == ["n=1", "n=1"]
     runs = dagster_runs()
 
-    code, _, err = invoke("run", "guarded", "-p", "n=2", f"--confirm={plan_hash[:12]}")
+    code, _, err = invoke_cli("run", "guarded", "-p", "n=2", f"--confirm={plan_hash[:12]}")
     assert code == 6
     assert "--- confirmed plan" in err and "+++ plan now" in err
     assert '-    "n": 1' in err and '+    "n": 2' in err
     assert f"plan changed since it was confirmed: confirmed {plan_hash[:12]}" in error_line(err)
 
     (work.dir / "stamp").write_text("two\n")
-    code, _, err = invoke("run", "guarded", f"--confirm={plan_hash[:12]}")
+    code, _, err = invoke_cli("run", "guarded", f"--confirm={plan_hash[:12]}")
     assert code == 6
     assert '-    "stamp": "one"' in err and '+    "stamp": "two"' in err
     assert "plan changed since it was confirmed" in error_line(err)
     assert dagster_runs() == runs and work.events() == ["n=1", "n=1"]
 
     assert outcome_of("run", "guarded", "-p", "n=2", "--confirm")["status"] == "SUCCEEDED"
-    code, _, err = invoke("run", "guarded", "--confirm=not-a-hash")
+    code, _, err = invoke_cli("run", "guarded", "--confirm=not-a-hash")
     assert code == 2 and "neither true nor a plan hash" in error_line(err)
     assert work.events() == ["n=1", "n=1", "n=2"]
 
 
 def test_launchpad_confirm_takes_true_or_the_plan_hash(work: Work, instance: dg.DagsterInstance) -> None:
     """The launchpad's confirm accepts true or the plan hash; a missing or stale confirmation fails preflight with exit 6."""
-    code, out, _ = invoke("plan", "guarded", "--json")
+    code, out, _ = invoke_cli("plan", "guarded", "--json")
     assert code == 0
     plan_hash = json.loads(out)["plan_hash"]
 

@@ -14,16 +14,14 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 
-from intent_pipelines.cli.main import main
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.dagster_defs.watchdog import stuck_request_watchdog_sensor
 from intent_pipelines.engine import HEARTBEAT_S, Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
-from intent_pipelines.testing import group_gone, run_intent, wait_for
+from intent_pipelines.testing import group_gone, invoke_cli, run_intent, wait_for
 from intent_pipelines.watchdog import check_stuck_requests, group_alive
 
 pytestmark = pytest.mark.integration
@@ -49,11 +47,6 @@ steps:
   - id: nap
     run: [python3, -c, "import time; print('napping', flush=True); time.sleep(120)"]
 """
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def audit_kinds(store: StateStore, request_id: str) -> list[str]:
@@ -157,27 +150,27 @@ def test_status_and_explain_show_phase_lock_reason_and_next_action(sample_home: 
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(f"line {i}\n" for i in range(30)) + "FAILED: 2 tests\n")
 
-    code, out, _ = invoke("status")
+    code, out, _ = invoke_cli("status")
     assert code == 0
     assert "req-runn" in out and "STEP build" in out and "app:alpha" in out and "UNKNOWN" in out
     assert "req-fail" not in out
-    code, out, _ = invoke("status", "--json")
+    code, out, _ = invoke_cli("status", "--json")
     assert code == 0
     [running] = json.loads(out)
     assert running["request_id"] == "req-running-1" and running["attempt"] == 2 and running["lock"] == "app:alpha"
     assert running["heartbeat_age_s"] < 30 and running["last_log_line"] == "compiling 3/7"
     assert running["log_dir"].endswith("logs/steps/req-running-1")
-    code, out, _ = invoke("status", "--all", "--json")
+    code, out, _ = invoke_cli("status", "--all", "--json")
     assert {r["request_id"] for r in json.loads(out)} == {"req-running-1", "req-failed-1"}
 
-    code, out, _ = invoke("explain", "req-failed-1")
+    code, out, _ = invoke_cli("explain", "req-failed-1")
     assert code == 0
     assert "FAILED" in out and "reason: exit 3: make test" in out and "test=FAILED" in out
     assert "[test] FAILED: 2 tests" in out and "line 29" in out and "line 10" not in out
     assert "next: fix the cause, then re-execute" in out
-    code, out, _ = invoke("explain", "req-running-1")
+    code, out, _ = invoke_cli("explain", "req-running-1")
     assert code == 0 and "STEP build (attempt 2)" in out and "intent stop req-running-1" in out
-    code, _, err = invoke("explain", "no-such-request")
+    code, _, err = invoke_cli("explain", "no-such-request")
     assert code == 2 and "no request or run 'no-such-request'" in err
 
 
@@ -193,7 +186,7 @@ def test_stop_ends_a_running_cli_run(user_intents: Path, sample_home: IntentHome
                                      if r["step_pgid"]), None), timeout=90, what="the step's process group")
         request_id, pgid = row["request_id"], row["step_pgid"]
         assert store.lock_holder("target:sleepy") is not None
-        code, out, err = invoke("stop", request_id, "--grace", "2", "--reason", "test stop")
+        code, out, err = invoke_cli("stop", request_id, "--grace", "2", "--reason", "test stop")
         assert code == 0, err
         assert f"request {request_id}: STOPPED_BY_OPERATOR" in out
         assert proc.wait(timeout=60) == 15
@@ -211,7 +204,7 @@ def test_stop_ends_a_running_cli_run(user_intents: Path, sample_home: IntentHome
     assert kinds.index("run.cancel_requested") < kinds.index("run.cancelled") < kinds.index("request.complete")
     cancelled = [json.loads(r.body) for r in store.audit_records(request_id=request_id) if r.kind == "run.cancelled"]
     assert cancelled[0]["status"] == "STOPPED_BY_OPERATOR" and 0 < cancelled[0]["latency_ms"] < 30_000
-    code, _, err = invoke("stop", request_id)
+    code, _, err = invoke_cli("stop", request_id)
     assert code == 2 and "is not running" in err
 
 
@@ -221,9 +214,9 @@ def test_unlock_refuses_a_live_holder_and_frees_dead_ones(sample_home: IntentHom
                                                           store: StateStore) -> None:
     """A live holder keeps its lock (exit 7, named); an expired lease or a finished run's lock is released."""
     make_request(store, "req-live", lock="app:live", phase="STEP s")
-    code, _, err = invoke("unlock", "app:live")
+    code, _, err = invoke_cli("unlock", "app:live")
     assert code == 7 and "request req-live" in err and "live holder" in err
-    code, _, err = invoke("unlock", "app:live", "--force")
+    code, _, err = invoke_cli("unlock", "app:live", "--force")
     assert code == 2 and "--force needs --reason" in err
     assert store.lock_holder("app:live") is not None
 
@@ -231,7 +224,7 @@ def test_unlock_refuses_a_live_holder_and_frees_dead_ones(sample_home: IntentHom
     make_request(store, "req-expired", phase="STEP s")
     store.acquire_lock("app:expired", request_id="req-expired", run_id="req-expired-run", ttl_s=0.01)
     time.sleep(0.05)
-    code, out, err = invoke("unlock", "app:expired")
+    code, out, err = invoke_cli("unlock", "app:expired")
     assert code == 0, err
     assert "released app:expired (was held by request req-expired)" in out
     assert store.lock_holder("app:expired") is None
@@ -248,20 +241,20 @@ def test_unlock_refuses_a_live_holder_and_frees_dead_ones(sample_home: IntentHom
     run_id = finished_job.execute_in_process(instance=home_instance).run_id
     make_request(store, "req-finished", phase="STEP s")
     store.acquire_lock("app:finished", request_id="req-finished", run_id=run_id, ttl_s=600)
-    code, out, err = invoke("unlock", "app:finished")
+    code, out, err = invoke_cli("unlock", "app:finished")
     assert code == 0, err
     assert store.lock_holder("app:finished") is None
     unlocks = [json.loads(r.body) for r in store.audit_records() if r.kind == "lock.unlock"]
     assert [(u["lock"], u["forced"]) for u in unlocks] == [("app:expired", False), ("app:finished", False)]
     assert "SUCCESS" in unlocks[1]["why"]
 
-    code, _, err = invoke("unlock", "app:live", "--force", "--reason", "   ")
+    code, _, err = invoke_cli("unlock", "app:live", "--force", "--reason", "   ")
     assert code == 2 and "--force needs --reason" in err
-    code, _, err = invoke("unlock", "app:live", "--force", "--reason", "host died")
+    code, _, err = invoke_cli("unlock", "app:live", "--force", "--reason", "host died")
     assert code == 0, err
     forced = [json.loads(r.body) for r in store.audit_records() if r.kind == "lock.unlock"][-1]
     assert forced["forced"] and forced["holder_alive"] and forced["reason"] == "host died"
-    code, _, err = invoke("unlock", "app:nothing")
+    code, _, err = invoke_cli("unlock", "app:nothing")
     assert code == 2 and "no lock 'app:nothing'" in err
 
 
@@ -340,7 +333,7 @@ def test_watchdog_sensor_reports_what_it_found(sample_home: IntentHome, store: S
 
 def test_submit_options_need_submit(user_intents: Path) -> None:
     """--no-wait and --dagster-url without --submit are refused in one line with exit 2, before any run."""
-    code, _, err = invoke("run", "sleepy", "--no-wait")
+    code, _, err = invoke_cli("run", "sleepy", "--no-wait")
     assert code == 2 and "go with --submit" in err
-    code, _, err = invoke("run", "sleepy", "--submit", "--dagster-url", "ftp://example")
+    code, _, err = invoke_cli("run", "sleepy", "--submit", "--dagster-url", "ftp://example")
     assert code == 2 and "is not an http(s) URL" in err

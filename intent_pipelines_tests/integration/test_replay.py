@@ -8,15 +8,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
-from dagster._core.definitions.reconstruct import ReconstructableJob
 
-from intent_pipelines.cli.main import main
-from intent_pipelines.dagster_defs.jobs import job_for
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.store import schema as store_schema
-from intent_pipelines.testing import run_intent
+from intent_pipelines.testing import invoke_cli, run_intent
 
 pytestmark = pytest.mark.integration
 
@@ -68,22 +64,9 @@ def stamp(sample_home: IntentHome, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     return StampIntent(sample_home, intent_file, stamp_file, log)
 
 
-def forget_loaded_jobs() -> None:
-    """Drop the jobs this process built, as a new `intent` process would: each test writes its own stamp.yaml."""
-    job_for.cache_clear()
-    ReconstructableJob.get_definition.cache_clear()
-    ReconstructableJob.get_repository_definition.cache_clear()
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    forget_loaded_jobs()
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def run_json(*args: str) -> dict[str, Any]:
     """Run an `intent` command with --json that must succeed; return its outcome."""
-    code, out, err = invoke(*args, "--json")
+    code, out, err = invoke_cli(*args, "--json")
     assert code == 0, err
     outcome: dict[str, Any] = json.loads(out)
     return outcome
@@ -123,9 +106,9 @@ def test_audit_show_links_original_and_replay_both_ways(stamp: StampIntent) -> N
     """`intent audit show` names the replays of an original and the original (with mode) of a replay."""
     original = run_json("run", "stamp")
     replayed = run_json("replay", original["request_id"])
-    code, out, _ = invoke("audit", "show", original["request_id"])
+    code, out, _ = invoke_cli("audit", "show", original["request_id"])
     assert code == 0 and f"replayed by {replayed['request_id']}" in out
-    code, out, _ = invoke("audit", "show", replayed["request_id"])
+    code, out, _ = invoke_cli("audit", "show", replayed["request_id"])
     assert code == 0 and f"replay of {original['request_id']} (exact)" in out
 
 
@@ -133,7 +116,7 @@ def test_replay_dry_run_shows_the_plan_and_runs_nothing(stamp: StampIntent) -> N
     """`intent replay --dry-run` prints the plan hash and creates no run, request or execution."""
     original = run_json("run", "stamp", "-p", "n=2")
     runs = dagster_runs()
-    code, out, err = invoke("replay", original["request_id"], "--dry-run")
+    code, out, err = invoke_cli("replay", original["request_id"], "--dry-run")
     assert code == 0, err
     assert f"replay of {original['request_id']}: plan {original['plan_hash']}" in out
     assert stamp.executions() == ["2 one"]
@@ -145,7 +128,7 @@ def test_fresh_context_recaptures_and_shows_old_and_new(stamp: StampIntent) -> N
     """`--fresh-context` captures the context again, prints old -> new and records mode fresh_context."""
     original = run_json("run", "stamp", "-p", "n=2")
     stamp.stamp.write_text("two\n")
-    code, out, err = invoke("replay", original["request_id"], "--fresh-context", "--json")
+    code, out, err = invoke_cli("replay", original["request_id"], "--fresh-context", "--json")
     assert code == 0, err
     assert "context stamp: 'one' -> 'two'" in err
     replayed = json.loads(out)
@@ -158,12 +141,12 @@ def test_override_is_validated_shown_and_recorded(stamp: StampIntent) -> None:
     """A bad `--override` is refused by the param schema (exit 4, nothing run); a good one runs as mode overrides."""
     original = run_json("run", "stamp", "-p", "n=2")
     runs = dagster_runs()
-    code, _, err = invoke("replay", original["request_id"], "--override", "n=9")
+    code, _, err = invoke_cli("replay", original["request_id"], "--override", "n=9")
     assert code == 4, err
     assert len(error_lines(err)) == 1 and "above the maximum" in error_lines(err)[0]
     assert dagster_runs() == runs and stamp.executions() == ["2 one"]
 
-    code, out, err = invoke("replay", original["request_id"], "--override", "n=3", "--json")
+    code, out, err = invoke_cli("replay", original["request_id"], "--override", "n=3", "--json")
     assert code == 0, err
     assert "override n: 2 -> '3'" in err
     replayed = json.loads(out)
@@ -179,7 +162,7 @@ def test_drift_is_shown_and_refused_without_accept_drift(stamp: StampIntent) -> 
         "summary: Append the param", "summary: Append twice the param"))
     runs = dagster_runs()
 
-    code, out, err = invoke("replay", original["request_id"])
+    code, out, err = invoke_cli("replay", original["request_id"])
     assert code == 2, err
     assert "-summary: Append the param and the captured stamp to a log" in err
     assert "+summary: Append twice the param and the captured stamp to a log" in err
@@ -187,7 +170,7 @@ def test_drift_is_shown_and_refused_without_accept_drift(stamp: StampIntent) -> 
     assert "intent stamp changed since request" in line and "--accept-drift" in line
     assert dagster_runs() == runs and stamp.executions() == ["2 one"]
 
-    code, out, err = invoke("replay", original["request_id"], "--dry-run")
+    code, out, err = invoke_cli("replay", original["request_id"], "--dry-run")
     assert code == 0, err
     assert "+summary: Append twice" in err and "(intent changed: see the diff)" in out
     assert dagster_runs() == runs
@@ -214,7 +197,7 @@ def test_replay_works_after_dagster_home_is_deleted(stamp: StampIntent) -> None:
 
 def test_unknown_request_is_refused_in_one_line(stamp: StampIntent) -> None:
     """Replaying a request id the audit log does not know exits 2 with one line on stderr."""
-    code, _, err = invoke("replay", "no-such-request")
+    code, _, err = invoke_cli("replay", "no-such-request")
     assert code == 2
     assert err.strip().splitlines() == [
         "error: request no-such-request is not in the audit log. Check the id: it is the run id "
@@ -234,7 +217,7 @@ def test_tampered_chain_refuses_the_replay(stamp: StampIntent) -> None:
         conn.execute(table.update().where(table.c.seq == start.seq).values(body=forged))
     runs = dagster_runs()
 
-    code, _, err = invoke("replay", original["request_id"])
+    code, _, err = invoke_cli("replay", original["request_id"])
     assert code == 20, err
     [line] = err.strip().splitlines()
     assert f"the audit chain is broken at seq {start.seq}" in line and "intent audit verify" in line
@@ -244,7 +227,7 @@ def test_tampered_chain_refuses_the_replay(stamp: StampIntent) -> None:
 def test_replay_of_a_confirmed_request_needs_confirmation_again(stamp: StampIntent) -> None:
     """A request that needed --confirm replays only with --confirm (plain or bound to its plan hash)."""
     original = run_json("run", "stamp", "-p", "n=4", "--confirm")
-    code, _, err = invoke("replay", original["request_id"])
+    code, _, err = invoke_cli("replay", original["request_id"])
     assert code == 6, err
     assert len(err.strip().splitlines()) == 1 and "needs confirmation" in err
     assert stamp.executions() == ["4 one"]
@@ -258,7 +241,7 @@ def test_replay_of_a_voluntarily_confirmed_request_asks_with_the_confirmation_ex
         stamp: StampIntent) -> None:
     """A request confirmed although its policy did not ask still needs --confirm on replay, refused with exit 6."""
     original = run_json("run", "stamp", "-p", "n=2", "--confirm")
-    code, _, err = invoke("replay", original["request_id"])
+    code, _, err = invoke_cli("replay", original["request_id"])
     assert code == 6, err
     [line] = err.strip().splitlines()
     assert "needed confirmation, so its replay does too" in line and "--confirm=" in line
@@ -284,6 +267,6 @@ def test_launchpad_replay_of_records_the_link_and_tags_the_run(stamp: StampInten
 def test_replay_launchpad_fields_are_reserved_param_names(stamp: StampIntent, name: str) -> None:
     """A param named like a replay launchpad field is refused (exit 3) instead of being shadowed by it."""
     stamp.intent_file.write_text(stamp.intent_file.read_text().replace("  n: {", f"  {name}: {{type: string}}\n  n: {{"))
-    code, out, _ = invoke("validate", str(stamp.intent_file))
+    code, out, _ = invoke_cli("validate", str(stamp.intent_file))
     assert code == 3
     assert f"param name {name!r} is reserved for the launchpad" in out
