@@ -137,7 +137,7 @@ def generate(root: Path, *, events: int, days: int, seed: int) -> None:
                                 ("request_id", request_id), ("run_id", run_id), ("kind", kind),
                                 ("prev", prev), ("hash", digest), ("body", body)):
                 columns[name].append(value)
-            for name, value in zip(TYPED_COLUMNS, typed_values(data, intent), strict=True):
+            for name, value in zip(TYPED_COLUMNS, typed_values(data, intent, kind), strict=True):
                 columns[name].append(value)
             seq, prev = seq + 1, digest
             if seq % per_day == 0:

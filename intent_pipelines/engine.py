@@ -4,7 +4,9 @@ The Dagster layer calls one method per op. Every state change goes through the s
 chain, so a request can be followed, resumed and proven without Dagster's own run history.
 """
 
+import dataclasses
 import getpass
+import json
 import os
 import threading
 import time
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 from intent_pipelines.actions import registry
 from intent_pipelines.actions.base import ActionContext, Outputs
 from intent_pipelines.actions.runner import run_command
+from intent_pipelines.audit import events as ev
 from intent_pipelines.confirmation import check_confirmation, parse_confirm, plan_json
 from intent_pipelines.errors import (
     ApprovalRequired,
@@ -34,13 +37,16 @@ from intent_pipelines.errors import (
 )
 from intent_pipelines.fleet import load_fleet
 from intent_pipelines.home import IntentHome
+from intent_pipelines.lifecycle.crash import reap_dead_owners
+from intent_pipelines.lifecycle.finish import Ending, end_request
+from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.plan import ExecutionPlan, RenderedCall, build_plan, namespace, render_call, request_view
 from intent_pipelines.rendering import evaluate
 from intent_pipelines.retries import FailureClass, RetryOn, should_retry
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 from intent_pipelines.spec.params import REDACTED, redact, resolve_params
-from intent_pipelines.status import RequestStatus, StepStatus
+from intent_pipelines.status import Reason, RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
 
 LOCK_TTL_S = 60.0
@@ -49,8 +55,7 @@ HEARTBEAT_S = 5.0
 # thread, so no heartbeats, no lease renewal and no stop polling. Never set it in production.
 HEARTBEAT_ENABLED = os.environ.get("INTENT_HEARTBEAT", "on").strip().lower() != "off"
 # A re-execution may continue a request that failed or was stopped (its completed steps stand).
-RESUMABLE = frozenset({RequestStatus.FAILED.value, RequestStatus.STOPPED_BY_OPERATOR.value,
-                       RequestStatus.WATCHDOG_STUCK.value, RequestStatus.NEEDS_APPROVAL.value})
+RESUMABLE = frozenset(s.value for s in RequestStatus if s.resumable)
 OUTPUT_FILE_ENV = "INTENT_OUTPUT"
 
 
@@ -74,6 +79,9 @@ class LaunchRequest:
     # A replay names the request it repeats; its recorded context is reused unless fresh_context.
     replay_of: str = ""
     fresh_context: bool = False
+    # The hash of a plan already shown (the CLI, a dry run): its captured context is reused, so the
+    # plan that runs is exactly the plan that was shown and confirmed.
+    plan: str = ""
 
 
 class RetryStep(Exception):
@@ -185,7 +193,7 @@ class Engine:
     # --- preflight -----------------------------------------------------------------------------
 
     def preflight(self, loaded: LoadedIntent, launch: LaunchRequest, *, request_id: str,
-                  run_id: str) -> ExecutionPlan:
+                  run_id: str, owner: Owner | None = None) -> ExecutionPlan:
         """Validate, plan, record ``request.start`` and take the lock. Idempotent per request."""
         existing = self.store.request(request_id)
         if existing is not None and existing["status"] != RequestStatus.RUNNING.value \
@@ -195,10 +203,13 @@ class Engine:
                              hint=f"Start a new request, or `intent replay {request_id}`.")
         emit = _print_line("preflight")
         original = self._replayed(launch.replay_of) if launch.replay_of else None
-        context = existing["context"] if existing else (
-            original["context"] if original is not None and not launch.fresh_context else None)
-        plan, values = self.plan(loaded, launch.params, request_id=request_id, context=context, emit=emit)
         _, bound = parse_confirm(launch.confirm)
+        # A confirmation given in another command (--confirm=HASH) is checked against a fresh capture:
+        # the world may have changed since. Within one command the plan shown is the plan run.
+        context = existing["context"] if existing else self.shown_context(launch.plan)
+        if context is None and original is not None and not launch.fresh_context:
+            context = original["context"]
+        plan, values = self.plan(loaded, launch.params, request_id=request_id, context=context, emit=emit)
         check_confirmation(plan, launch.confirm, dry_run=launch.dry_run,
                            confirmed_plan_body=self.store.plan_body(bound) if bound else None)
         if original is not None and original.get("confirmed") and not parse_confirm(launch.confirm)[0] \
@@ -212,30 +223,44 @@ class Engine:
             context=plan.context, plan_hash=plan.plan_hash, intent_sha256=loaded.sha256,
             lock_key=plan.lock, dry_run=launch.dry_run, reason=launch.reason, who=who,
             replay_of=launch.replay_of or None)
+        if owner is not None:
+            self.store.set_owner(request_id, host=owner.host, pid=owner.pid, token=owner.token)
         if created:
             self._record_intent_file(loaded, request_id, run_id)
-            body: dict[str, Any] = {
-                "intent": plan.intent, "version": plan.version, "intent_sha256": loaded.sha256,
-                "params": recorded_params, "context": plan.context, "plan_hash": plan.plan_hash,
-                "who": who, "reason": launch.reason, "dry_run": launch.dry_run,
-                "confirmed": parse_confirm(launch.confirm)[0], "lock": plan.lock}
-            if original is not None:
-                body["replay_of"] = launch.replay_of
-                body["replay_mode"] = _replay_mode(original, recorded_params, launch.fresh_context,
-                                                   drifted=original.get("intent_sha256") != loaded.sha256)
-            self._audit("request.start", request_id, run_id, body)
+            self._event(ev.RequestStart(
+                intent=plan.intent, version=plan.version, intent_sha256=loaded.sha256,
+                params=recorded_params, context=plan.context, plan_hash=plan.plan_hash, who=who,
+                reason=launch.reason, dry_run=launch.dry_run, confirmed=parse_confirm(launch.confirm)[0],
+                lock=plan.lock, replay_of=launch.replay_of if original is not None else None,
+                replay_mode=_replay_mode(original, recorded_params, launch.fresh_context,
+                                         drifted=original.get("intent_sha256") != loaded.sha256)
+                if original is not None else None), request_id, run_id)
         if plan.lock and not launch.dry_run:
             self._take_lock(plan.lock, request_id, run_id, wait_s=plan.lock_wait_s)
         emit(f"plan {plan.plan_hash[:12]} for {plan.intent}: {len(plan.steps)} steps"
              + (" (dry run)" if launch.dry_run else ""))
         return plan
 
+    def shown_context(self, plan_hash: str) -> dict[str, str] | None:
+        """The context captured for a plan shown earlier (by hash or unique prefix); None if not given.
+
+        Context captures run once per request: a plan that was shown (and confirmed) is run with
+        the values it was shown with, never captured again.
+        """
+        if not plan_hash:
+            return None
+        body = self.store.plan_body(plan_hash)
+        if body is None:
+            raise UsageError(f"no plan {plan_hash[:12]} in the store (or the prefix is ambiguous)",
+                             hint="Show the plan again with `intent plan` or --dry-run and use its hash.")
+        return dict(json.loads(body).get("context", {}))
+
     def _record_intent_file(self, loaded: LoadedIntent, request_id: str, run_id: str) -> None:
         """Keep the exact intent file, in the store and (first time only) in the audit chain."""
         if self.store.intent_file(loaded.sha256) is None:
             self.store.put_intent_file(loaded.sha256, loaded.spec.name, loaded.content)
-            self._audit("intent.file", request_id, run_id, {
-                "intent": loaded.spec.name, "intent_sha256": loaded.sha256, "content": loaded.content})
+            self._event(ev.IntentFile(intent=loaded.spec.name, intent_sha256=loaded.sha256,
+                                      content=loaded.content), request_id, run_id)
 
     def _replayed(self, request_id: str) -> dict[str, Any]:
         """The request.start body of the request being replayed (refused if unknown)."""
@@ -246,14 +271,20 @@ class Engine:
         return start.data()
 
     def _take_lock(self, key: str, request_id: str, run_id: str, *, wait_s: float) -> None:
+        holder = self.store.lock_holder(key)
+        if holder is not None and holder.request_id != request_id:
+            # A holder whose process died on this host is ended now, so its lock is free at once.
+            reap_dead_owners(self.store, self.home, seen_by=f"preflight of {request_id}")
         try:
             self.store.acquire_lock(key, request_id=request_id, run_id=run_id, ttl_s=LOCK_TTL_S,
                                     wait_s=wait_s)
         except IntentError as exc:
-            self._audit("lock.busy", request_id, run_id, {"lock": key, "error": exc.message})
-            self._complete(request_id, run_id, RequestStatus.FAILED, error=exc)
+            holder = self.store.lock_holder(key)
+            self._event(ev.LockBusyEvent(lock=key, error=exc.message,
+                                         holder=holder.request_id if holder else None), request_id, run_id)
+            self._end(request_id, run_id, Ending.of(exc, step="preflight"))
             raise
-        self._audit("lock.acquire", request_id, run_id, {"lock": key})
+        self._event(ev.LockAcquire(lock=key), request_id, run_id)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -283,8 +314,10 @@ class Engine:
                          request=request_view(request_id, dry_run=row["dry_run"], reason=row["reason"]),
                          step_ids=[s.id for s in spec.steps])
 
-    def _resume_if_needed(self, row: dict[str, Any], run_id: str) -> None:
+    def _resume_if_needed(self, row: dict[str, Any], run_id: str, owner: Owner | None = None) -> None:
         """A re-execution of a failed request continues it: re-open it and re-take its lock."""
+        if owner is not None and (row["owner_pid"], row["owner_host"]) != (owner.pid, owner.host):
+            self.store.set_owner(row["request_id"], host=owner.host, pid=owner.pid, token=owner.token)
         if row["status"] == RequestStatus.RUNNING.value:
             if row["run_id"] != run_id:
                 self.store.update_request(row["request_id"], run_id=run_id)
@@ -301,16 +334,18 @@ class Engine:
         self.store.update_request(row["request_id"], status=RequestStatus.RUNNING, run_id=run_id,
                                   error="", exit_code=0)
         self.store.clear_cancel(row["request_id"])
-        self._audit("request.resume", row["request_id"], run_id, {"previous_run_id": row["run_id"]})
+        self._event(ev.RequestResume(previous_run_id=row["run_id"], previous_status=row["status"]),
+                    row["request_id"], run_id)
 
-    def run_step(self, request_id: str, step_id: str, *, run_id: str, attempt: int = 1) -> Outputs:
+    def run_step(self, request_id: str, step_id: str, *, run_id: str, attempt: int = 1,
+                 owner: Owner | None = None) -> Outputs:
         """Run one step (attempt is 1-based). Raises RetryStep, or the final error after rollback.
 
         Any error on the way (a template that cannot render, an unknown app, a bug in an action)
         fails the request the same way a failing command does: nothing is left RUNNING.
         """
         row = self._request(request_id)
-        self._resume_if_needed(row, run_id)
+        self._resume_if_needed(row, run_id, owner)
         state = self.store.step_state(request_id, step_id)
         if state and state["status"] == StepStatus.SUCCEEDED.value:
             return dict(state["outputs"])  # already done in an earlier run of this request
@@ -331,7 +366,7 @@ class Engine:
             redact = ctx.redact
             if not self._step_enabled(step, ns):
                 self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
-                self._audit("step.skip", request_id, run_id, {"step": step_id, "reason": "when is false"})
+                self._event(ev.StepSkip(step=step_id, reason="when is false"), request_id, run_id)
                 emit("skipped: `when` is false")
                 return {}
             call = render_call(step, ns, where=f"steps.{step_id}")
@@ -343,8 +378,8 @@ class Engine:
                 self.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
                 return {}
             self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
-            self._audit("step.start", request_id, run_id, {"step": step_id, "attempt": attempt,
-                                                           "action": redact(call.describe())})
+            self._event(ev.StepStart(step=step_id, attempt=attempt, action=redact(call.describe())),
+                        request_id, run_id)
             with _Heartbeat(self.store, request_id, row["lock_key"], ctx):
                 outputs = self.execute(call, ctx)
             self.store.clear_step_process(request_id)
@@ -353,7 +388,7 @@ class Engine:
             raise
         except Exception as exc:  # a bug in an action must still end the request and free the lock
             error = StepFailed(f"internal error in step {step_id}: {type(exc).__name__}: {exc}",
-                               hint="This is a bug; see the step log and report it.")
+                               hint="This is a bug; see the step log and report it.", internal=True)
             self._step_failed(spec, row, step, run_id, attempt, error, started, redact)
             raise error from exc
         except BaseException:
@@ -364,9 +399,8 @@ class Engine:
             raise
         self.store.set_step(request_id, step_id, StepStatus.SUCCEEDED, run_id=run_id, attempt=attempt,
                             outputs=outputs)
-        self._audit("step.complete", request_id, run_id, {
-            "step": step_id, "attempt": attempt, "outputs": sorted(outputs),
-            "duration_ms": int((time.monotonic() - started) * 1000)})
+        self._event(ev.StepComplete(step=step_id, attempt=attempt, outputs=sorted(outputs),
+                                    duration_ms=int((time.monotonic() - started) * 1000)), request_id, run_id)
         return outputs
 
     def _step_enabled(self, step: StepSpec, ns: Mapping[str, Any]) -> bool:
@@ -380,21 +414,18 @@ class Engine:
         request_id = row["request_id"]
         decision = self.store.gate_decision(request_id, step.id)
         if decision is not None and decision["decision"] == "approved":
-            self._audit("gate.passed", request_id, run_id, {"step": step.id, "approved_by": decision["who"]})
+            self._event(ev.GatePassed(step=step.id, approved_by=decision["who"]), request_id, run_id)
             return
         if decision is not None:
             raise GateRejected(f"gate {step.id} was rejected by {decision['who']}: {decision['reason']}",
                                hint="Start a new request when the change is wanted again.")
-        self._audit("gate.approval_required", request_id, run_id, {"step": step.id})
-        if row["lock_key"] and self.store.release_lock(row["lock_key"], request_id=request_id):
-            # Waiting for a person may take hours; the re-execution takes the lock again.
-            self._audit("lock.release", request_id, run_id, {"lock": row["lock_key"]})
+        self._event(ev.GateApprovalRequired(step=step.id), request_id, run_id)
         waiting = ApprovalRequired(f"step {step.id} waits for approval",
                                    hint=f"Run `intent approve {request_id} --step {step.id} --reason ...`, "
                                         "then re-execute the run from failure (UI) or `intent resume`.")
-        # The error and exit code go on the request too: `intent run` reports them (exit 16).
-        self.store.update_request(request_id, status=RequestStatus.NEEDS_APPROVAL, phase="NEEDS_APPROVAL",
-                                  error=waiting.one_line(), exit_code=waiting.exit_code)
+        # Waiting for a person may take hours: the request ends (resumably) and frees its lock; the
+        # re-execution takes the lock again.
+        self._end(request_id, run_id, Ending.of(waiting, step=step.id))
         raise waiting
 
     def _step_failed(self, spec: IntentSpec, row: Mapping[str, Any], step: StepSpec, run_id: str, attempt: int,
@@ -416,19 +447,24 @@ class Engine:
             if row["lock_key"]:
                 # Keep the lease through the backoff wait, when no op is running to renew it.
                 self.store.renew_lock(row["lock_key"], request_id=request_id, ttl_s=LOCK_TTL_S + wait_s)
-            self._audit("step.retry", request_id, run_id, {
-                "step": step.id, "attempt": attempt, "error": redact(error.message),
-                "class": failure.value, "wait_ms": int(wait_s * 1000)})
+            self._event(ev.StepRetry(step=step.id, attempt=attempt, error=redact(error.message),
+                                     failure_class=failure.value, wait_ms=int(wait_s * 1000)), request_id, run_id)
             _print_line(step.id)(f"attempt {attempt}/{step.retry.attempts} failed ({failure.value}); "
                                  f"retrying in {wait_s:.1f}s")
             raise RetryStep(error, wait_s, step.retry.attempts) from None
         detail = error.detail if isinstance(error, StepFailed) else None
         self.store.set_step(request_id, step.id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
-        self._audit("step.fail", request_id, run_id, {
-            "step": step.id, "attempt": attempt, "error": redact(error.message), "class": failure.value,
-            "error_class": type(error).__name__, "exit_code": detail.exit_code if detail else None,
-            "duration_ms": int((time.monotonic() - started) * 1000)})
-        self._complete(request_id, run_id, self._rollback(spec, request_id, run_id), error=error)
+        self._event(ev.StepFail(
+            step=step.id, attempt=attempt, error=redact(error.message), failure_class=failure.value,
+            error_class=type(error).__name__, exit_code=detail.exit_code if detail else None,
+            duration_ms=int((time.monotonic() - started) * 1000)), request_id, run_id)
+        undone = self._rollback(spec, request_id, run_id)
+        own = error.ending()[0]
+        if own is RequestStatus.REFUSED:
+            own = RequestStatus.FAILED  # past preflight, earlier steps may have run: a failure, not a refusal
+        # Undone steps make the status ROLLED_BACK (or ROLLBACK_FAILED) whatever the cause; the reason keeps it.
+        status = undone if undone is not RequestStatus.FAILED else own
+        self._end(request_id, run_id, Ending.of(error, step=step.id, status=status, redact=redact))
 
     def _stopped(self, spec: IntentSpec, row: Mapping[str, Any], step: StepSpec, run_id: str, attempt: int,
                  error: StepStopped, started: float) -> None:
@@ -437,15 +473,18 @@ class Engine:
         cancel = self.store.cancel_request_of(request_id)
         status = cancel[1] if cancel else RequestStatus.STOPPED_BY_OPERATOR
         self.store.set_step(request_id, step.id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
-        self._audit("step.fail", request_id, run_id, {
-            "step": step.id, "attempt": attempt, "error": error.message, "class": "stopped",
-            "error_class": type(error).__name__, "exit_code": error.detail.exit_code,
-            "duration_ms": int((time.monotonic() - started) * 1000)})
+        self._event(ev.StepFail(
+            step=step.id, attempt=attempt, error=error.message, failure_class="stopped",
+            error_class=type(error).__name__, exit_code=error.detail.exit_code,
+            duration_ms=int((time.monotonic() - started) * 1000)), request_id, run_id)
         requested_at = self._request(request_id)["cancel_requested_at"]
-        self._audit("run.cancelled", request_id, run_id, {
-            "step": step.id, "status": status.value,
-            "latency_ms": int((time.time() - requested_at) * 1000) if requested_at else 0})
-        self._complete(request_id, run_id, status, error=error)
+        self._event(ev.RunCancelled(
+            step=step.id, status=status.value,
+            latency_ms=int((time.time() - requested_at) * 1000) if requested_at else 0), request_id, run_id)
+        ending = Ending.of(error, step=step.id, status=status)
+        if status is RequestStatus.WATCHDOG_STUCK:
+            ending = dataclasses.replace(ending, reason=Reason.STUCK)
+        self._end(request_id, run_id, ending)
 
     def _step_timeout(self, spec: IntentSpec, row: Mapping[str, Any], step_timeout: float | None) -> float | None:
         """The step's timeout, capped by what is left of the request's `policy.timeout`."""
@@ -505,25 +544,25 @@ class Engine:
             assert step.rollback is not None
             ctx = self._action_context(request_id, f"{step.id}.rollback", _print_line(f"{step.id}.rollback"),
                                        timeout_s=step.rollback.timeout, secrets=_secret_values(spec, ns))
-            self._audit("rollback.start", request_id, run_id, {"step": step.id})
+            self._event(ev.RollbackStart(step=step.id), request_id, run_id)
             try:
                 self.execute(render_call(step.rollback, ns, where=f"steps.{step.id}.rollback"), ctx)
             except Exception as exc:  # any failure here, even a bug, must not stop the other rollbacks
                 status = RequestStatus.ROLLBACK_FAILED
                 message = exc.message if isinstance(exc, IntentError) else f"{type(exc).__name__}: {exc}"
                 self.store.set_step(request_id, step.id, StepStatus.ROLLBACK_FAILED, run_id=run_id)
-                self._audit("rollback.fail", request_id, run_id, {"step": step.id, "error": ctx.redact(message)})
+                self._event(ev.RollbackFail(step=step.id, error=ctx.redact(message)), request_id, run_id)
                 continue
             self.store.set_step(request_id, step.id, StepStatus.ROLLED_BACK, run_id=run_id)
-            self._audit("rollback.complete", request_id, run_id, {"step": step.id})
+            self._event(ev.RollbackComplete(step=step.id), request_id, run_id)
         return status
 
-    def finish(self, request_id: str, *, run_id: str) -> RequestStatus:
+    def finish(self, request_id: str, *, run_id: str, owner: Owner | None = None) -> RequestStatus:
         """Run verify checks, then end the request; a failed check rolls back and raises."""
         row = self._request(request_id)
-        self._resume_if_needed(row, run_id)
+        self._resume_if_needed(row, run_id, owner)
         if row["dry_run"]:
-            self._complete(request_id, run_id, RequestStatus.DRY_RUN)
+            self._end(request_id, run_id, Ending(RequestStatus.DRY_RUN))
             return RequestStatus.DRY_RUN
         spec = self.spec_of(row)
         ns = self._namespace(spec, row, request_id)
@@ -536,9 +575,9 @@ class Engine:
                     self.execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
             except Exception as exc:  # a failing check, or a bug in it, fails the request the same way
                 if not isinstance(exc, IntentError):
-                    exc = StepFailed(f"internal error in check {check.id}: {type(exc).__name__}: {exc}")
-                self._audit("verify.fail", request_id, run_id, {"check": check.id,
-                                                                "error": ctx.redact(exc.message)})
+                    exc = StepFailed(f"internal error in check {check.id}: {type(exc).__name__}: {exc}",
+                                     internal=True)
+                self._event(ev.VerifyFail(check=check.id, error=ctx.redact(exc.message)), request_id, run_id)
                 status = self._rollback(spec, request_id, run_id)
                 message = f"verify check {check.id!r} failed: {exc.message}"
                 outcome: IntentError = VerifyFailed(message, hint="See the step logs.")
@@ -547,28 +586,17 @@ class Engine:
                 elif status is RequestStatus.ROLLBACK_FAILED:
                     outcome = RollbackFailed(f"{message}; rollback failed too",
                                              hint="Inspect the app now; see the step logs.")
-                self._complete(request_id, run_id, status, error=outcome)
+                cause = exc if isinstance(exc, StepFailed) and exc.internal else \
+                    VerifyFailed(ctx.redact(exc.message))
+                self._end(request_id, run_id, Ending.of(outcome, step=f"verify.{check.id}", status=status,
+                                                        cause=cause, redact=ctx.redact))
                 raise outcome from None
-            self._audit("verify.pass", request_id, run_id, {"check": check.id})
-        self._complete(request_id, run_id, RequestStatus.SUCCEEDED)
+            self._event(ev.VerifyPass(check=check.id), request_id, run_id)
+        self._end(request_id, run_id, Ending(RequestStatus.SUCCEEDED))
         return RequestStatus.SUCCEEDED
 
-    def _complete(self, request_id: str, run_id: str, status: RequestStatus, *,
-                  error: IntentError | None = None) -> None:
-        row = self._request(request_id)
-        exit_code = 0 if error is None else error.exit_code
-        if status is RequestStatus.ROLLED_BACK:
-            exit_code = RolledBack.exit_code
-        elif status is RequestStatus.ROLLBACK_FAILED:
-            exit_code = RollbackFailed.exit_code
-        message = error.one_line() if error else ""
-        if row["lock_key"] and self.store.release_lock(row["lock_key"], request_id=request_id):
-            self._audit("lock.release", request_id, run_id, {"lock": row["lock_key"]})
-        self.store.update_request(request_id, status=status, phase=status.value, error=message,
-                                  exit_code=exit_code)
-        self._audit("request.complete", request_id, run_id, {
-            "status": status.value, "error": message, "exit_code": exit_code,
-            "duration_ms": int((time.time() - row["started_at"]) * 1000)})
+    def _end(self, request_id: str, run_id: str, ending: Ending) -> None:
+        end_request(self.store, self.home, request_id, run_id=run_id, ending=ending)
 
     def abort_preflight(self, loaded: LoadedIntent, launch: LaunchRequest, *, request_id: str,
                         run_id: str, error: IntentError) -> None:
@@ -582,26 +610,21 @@ class Engine:
                 request_id=request_id, intent=loaded.spec.name, run_id=run_id, params={}, context={},
                 plan_hash="", intent_sha256=loaded.sha256, lock_key=None, dry_run=launch.dry_run,
                 reason=launch.reason, who=who)
-            self._audit("request.refused", request_id, run_id, {
-                "intent": loaded.spec.name, "intent_sha256": loaded.sha256, "who": who,
-                "reason": launch.reason, "dry_run": launch.dry_run, "error": error.one_line(),
-                "error_class": type(error).__name__})
-        row = self._request(request_id)
-        if row["status"] == RequestStatus.RUNNING.value:
-            self._complete(request_id, run_id, RequestStatus.FAILED, error=error)
+            self._event(ev.RequestRefused(
+                intent=loaded.spec.name, intent_sha256=loaded.sha256, who=who, reason=launch.reason,
+                dry_run=launch.dry_run, error=error.one_line(), error_class=type(error).__name__),
+                request_id, run_id)
+        self._end(request_id, run_id, Ending.of(error, step="preflight"))
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _set_phase(self, request_id: str, run_id: str, phase: str, *, attempt: int | None = None) -> None:
         """Record the phase (also a heartbeat) in the store and the audit chain."""
         self.store.update_request(request_id, phase=phase, attempt=attempt)
-        body: dict[str, Any] = {"phase": phase}
-        if attempt is not None:
-            body["attempt"] = attempt
-        self._audit("phase.change", request_id, run_id, body)
+        self._event(ev.PhaseChange(phase=phase, attempt=attempt), request_id, run_id)
 
-    def _audit(self, kind: str, request_id: str, run_id: str, body: dict[str, Any]) -> None:
-        self.store.append_audit(kind, request_id=request_id, run_id=run_id, body=body)
+    def _event(self, event: ev.Event, request_id: str, run_id: str) -> None:
+        self.store.append_event(event, request_id=request_id, run_id=run_id)
 
     def _action_context(self, request_id: str, step_id: str, emit: Callable[[str], None] | None,
                         *, dry_run: bool = False, timeout_s: float | None = None,

@@ -6,19 +6,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from intent_pipelines import run_tags
 from intent_pipelines.errors import LockBusy, UsageError
 from intent_pipelines.home import IntentHome
-from intent_pipelines.status import RequestStatus
+from intent_pipelines.lifecycle.crash import owner_of, reap_dead_owners, run_failer
+from intent_pipelines.lifecycle.liveness import Liveness
+from intent_pipelines.status import LIVE_RUN_STATUSES, RequestStatus
 from intent_pipelines.store import StateStore
 from intent_pipelines.store.state import LockHolder
-
-# Dagster run statuses in which a run (and so a lock holder) is alive.
-LIVE_RUN_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
 
 NEXT_ACTION = {
     RequestStatus.RUNNING: "follow it with `intent watch {id}`; stop it with `intent stop {id}`",
     RequestStatus.SUCCEEDED: "nothing to do",
     RequestStatus.DRY_RUN: "run it for real without --dry-run",
+    RequestStatus.REFUSED: "nothing ran: fix what the error names, then start a new request "
+                           "(`intent replay {id}` with --override/--confirm as needed)",
+    RequestStatus.REJECTED: "a person rejected its gate: start a new request (`intent replay {id}`) if "
+                            "the change is wanted again",
+    RequestStatus.CRASHED: "its process died: continue it with `intent resume {id}` (finished steps are kept), "
+                           "or start over with `intent replay {id}`",
     RequestStatus.FAILED: "fix the cause, then re-execute the run from failure in the Dagster UI "
                           "(finished steps are kept), or start a new request",
     RequestStatus.ROLLED_BACK: "the change was undone; fix the cause and start a new request",
@@ -75,8 +81,14 @@ class Operations:
         run = self.instance.get_run_by_id(run_id) if run_id else None
         return run.status.value if run is not None else "UNKNOWN"
 
+    def reap(self) -> list[str]:
+        """End the requests whose process died on this host (CRASHED), so what is shown is true now."""
+        on_crashed = run_failer(self.instance) if self.instance is not None else None
+        return reap_dead_owners(self.store, self.home, seen_by="operator", on_crashed=on_crashed)
+
     def find(self, request_or_run: str) -> RequestView:
         """A request by its id or by the id of any of its runs."""
+        self.reap()
         row = self.store.request_by_run(request_or_run)
         if row is None:
             raise UsageError(f"no request or run {request_or_run!r}",
@@ -85,6 +97,7 @@ class Operations:
 
     def list(self, *, include_finished: bool, limit: int = 20) -> list[RequestView]:
         """Running requests (or also the most recent finished ones)."""
+        self.reap()
         rows = (self.store.recent_requests(limit) if include_finished
                 else self.store.requests_by_status(RequestStatus.RUNNING))
         return [RequestView(row, self._run_status(row["run_id"])) for row in rows]
@@ -162,13 +175,14 @@ class Operations:
             return
         launcher = self.instance.run_launcher
         # A run executed by `intent run` has no launcher to ask; its step stops through the store.
-        if run.tags.get("intent/source") != "cli" and launcher is not None:
+        if run.tags.get(run_tags.SOURCE) != run_tags.SOURCE_CLI and launcher is not None:
             # If Dagster cannot reach the run, the store-driven stop still ends the step.
             with contextlib.suppress(Exception):
                 launcher.terminate(run_id)
 
     def unlock(self, key: str, *, force: bool, reason: str) -> LockHolder:
         """Release a lock whose holder is dead; a live holder needs --force and a reason."""
+        self.reap()
         holder = self.store.lock_holder(key)
         if holder is None:
             known = ", ".join(sorted(h.key for h in self.store.locks())) or "none"
@@ -186,6 +200,17 @@ class Operations:
         return holder
 
     def _holder_alive(self, holder: LockHolder) -> tuple[bool, str]:
+        row = self.store.request(holder.request_id)
+        if row is not None and row["status"] != RequestStatus.RUNNING.value:
+            return False, f"its request ended {row['status']}"
+        owner = owner_of(row) if row is not None else None
+        if owner is not None:
+            # On the owner's own host its process decides: expiry alone never frees a live holder.
+            liveness = owner.liveness()
+            if liveness is Liveness.ALIVE:
+                return True, f"its process {owner.pid} on {owner.host} is alive"
+            if liveness is Liveness.DEAD:
+                return False, f"its process {owner.pid} on {owner.host} is gone"
         if holder.expires_at <= time.time():
             return False, "its lease expired"
         status = self._run_status(holder.run_id)

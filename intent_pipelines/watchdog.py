@@ -19,6 +19,7 @@ No Dagster import here: the sensor in ``dagster_defs/watchdog.py`` passes its Da
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -32,10 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import StepStopped
 from intent_pipelines.home import IntentHome
-from intent_pipelines.status import RequestStatus, StepStatus
-from intent_pipelines.store import StateStore, schema
+from intent_pipelines.lifecycle.crash import group_alive
+from intent_pipelines.lifecycle.finish import Ending, end_request
+from intent_pipelines.status import FINAL_RUN_STATUSES, LIVE_RUN_STATUSES, Reason, RequestStatus, StepStatus
+from intent_pipelines.store import StateStore
 
 STALE_ENV = "INTENT_WATCHDOG_STALE_S"
 GRACE_ENV = "INTENT_WATCHDOG_GRACE_S"
@@ -44,9 +48,6 @@ DEFAULT_GRACE_S = 10.0
 # The engine polls for stop requests every second; give it this long beyond the grace to finish.
 ENGINE_MARGIN_S = 5.0
 LOG_TAIL_LINES = 200
-# Dagster run statuses in which the run's worker may still be working.
-LIVE_RUN_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
-FINAL_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 WHO = "watchdog"
 
 
@@ -133,8 +134,8 @@ def check_stuck_requests(home: IntentHome, store: StateStore, instance: Any | No
         _wait_for_engine(store, [s for s, _ in found], timeout_s=grace_s + ENGINE_MARGIN_S)
         leftover = [(s, r) for s, r in found if s.ended_by == "pending"]
         _kill_groups([s for s, _ in leftover], grace_s=grace_s)
-        for stuck, row in leftover:
-            _end_request(store, instance, stuck, row, requested_at=now)
+        for stuck, _row in leftover:
+            _end_request(home, store, instance, stuck, requested_at=now)
         for stuck, _row in found:
             _alert(home, stuck, threshold_s=stale_s)
     return WatchdogReport(running=len(running), threshold_s=stale_s, stuck=[s for s, _ in found])
@@ -189,13 +190,13 @@ def _begin(home: IntentHome, store: StateStore, instance: Any | None, row: dict[
         stuck.forensics = str(collect_forensics(home, store, instance, row))
     except Exception as exc:  # forensics help; they must never keep a stuck request from ending
         stuck.errors.append(f"forensics: {type(exc).__name__}: {exc}")
-    store.append_audit("watchdog.stuck", request_id=request_id, run_id=stuck.run_id, body={
-        "why": why, "phase": stuck.phase, "heartbeat_age_ms": int(stuck.heartbeat_age_s * 1000),
-        "forensics": stuck.forensics, "pgid": stuck.pgid, "host": stuck.host, "run_status": run_status})
+    store.append_event(ev.WatchdogStuck(
+        why=why, phase=stuck.phase, heartbeat_age_ms=int(stuck.heartbeat_age_s * 1000), forensics=stuck.forensics,
+        pgid=stuck.pgid, host=stuck.host, run_status=run_status), request_id=request_id, run_id=stuck.run_id)
     if store.request_cancel(request_id, grace_s=grace_s, status=RequestStatus.WATCHDOG_STUCK):
-        store.append_audit("run.cancel_requested", request_id=request_id, run_id=stuck.run_id, body={
-            "who": WHO, "reason": why, "grace_ms": int(grace_s * 1000),
-            "status": RequestStatus.WATCHDOG_STUCK.value})
+        store.append_event(ev.RunCancelRequested(who=WHO, reason=why, grace_ms=int(grace_s * 1000),
+                                                 status=RequestStatus.WATCHDOG_STUCK.value),
+                           request_id=request_id, run_id=stuck.run_id)
     if run_status in LIVE_RUN_STATUSES and instance is not None:
         # A daemon-launched run's worker gets Dagster's interrupt too; an `intent run` has no
         # launcher to reach (terminate returns False) and stops through the store alone.
@@ -314,34 +315,7 @@ def _kill_groups(stuck: Iterable[StuckRequest], *, grace_s: float) -> None:
             s.errors.append(f"process group {s.pgid} survived SIGKILL")
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies waiting to be reaped do not count)."""
-    if pgid <= 0:
-        return False
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state, ppid, pgrp, ...
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _end_request(store: StateStore, instance: Any | None, stuck: StuckRequest, row: dict[str, Any], *,
+def _end_request(home: IntentHome, store: StateStore, instance: Any | None, stuck: StuckRequest, *,
                  requested_at: float) -> None:
     """End the request the way the engine would have: steps failed, lock released, audited."""
     request_id, run_id = stuck.request_id, stuck.run_id
@@ -354,42 +328,31 @@ def _end_request(store: StateStore, instance: Any | None, stuck: StuckRequest, r
         return
     error = StepStopped(f"stopped by the watchdog: {stuck.why}",
                         hint=f"See the forensics in {stuck.forensics or 'INTENT_HOME/forensics'}.")
-    if not _finish_if_running(store, request_id, error):
-        current = store.request(request_id)
+    current = store.request(request_id)
+    if current is None or current["status"] != RequestStatus.RUNNING.value:
         stuck.ended_by, stuck.status = "engine", str(current["status"]) if current else "UNKNOWN"
         stuck.lock_released = not stuck.lock or _lock_free_of(store, stuck.lock, request_id)
         return
-    stuck.ended_by, stuck.status = WHO, RequestStatus.WATCHDOG_STUCK.value
+    failed_step = ""
     for step in store.steps(request_id):
         if step["status"] == StepStatus.RUNNING.value:
-            store.set_step(request_id, step["step_id"], StepStatus.FAILED, run_id=run_id, attempt=step["attempt"])
-            store.append_audit("step.fail", request_id=request_id, run_id=run_id, body={
-                "step": step["step_id"], "attempt": step["attempt"], "error": error.message, "class": "stopped",
-                "error_class": "StepStopped", "exit_code": None, "duration_ms": 0})
-    store.append_audit("run.cancelled", request_id=request_id, run_id=run_id, body={
-        "status": RequestStatus.WATCHDOG_STUCK.value, "by": WHO, "killed": stuck.killed,
-        "latency_ms": int((time.time() - requested_at) * 1000)})
-    if stuck.lock and store.release_lock(stuck.lock, request_id=request_id):
-        store.append_audit("lock.release", request_id=request_id, run_id=run_id, body={"lock": stuck.lock, "by": WHO})
+            failed_step = step["step_id"]
+            store.set_step(request_id, failed_step, StepStatus.FAILED, run_id=run_id, attempt=step["attempt"])
+            store.append_event(ev.StepFail(step=failed_step, attempt=step["attempt"], error=error.message,
+                                           failure_class="stopped", error_class="StepStopped"),
+                               request_id=request_id, run_id=run_id)
+    store.append_event(ev.RunCancelled(status=RequestStatus.WATCHDOG_STUCK.value, by=WHO, killed=stuck.killed,
+                                       latency_ms=int((time.time() - requested_at) * 1000)),
+                       request_id=request_id, run_id=run_id)
+    ending = dataclasses.replace(Ending.of(error, step=failed_step, status=RequestStatus.WATCHDOG_STUCK),
+                                 reason=Reason.STUCK)
+    if end_request(store, home, request_id, run_id=run_id, ending=ending, by=WHO) is None:
+        current = store.request(request_id)
+        stuck.ended_by, stuck.status = "engine", str(current["status"]) if current else "UNKNOWN"
+    else:
+        stuck.ended_by, stuck.status = WHO, RequestStatus.WATCHDOG_STUCK.value
     stuck.lock_released = not stuck.lock or _lock_free_of(store, stuck.lock, request_id)
-    store.append_audit("request.complete", request_id=request_id, run_id=run_id, body={
-        "status": RequestStatus.WATCHDOG_STUCK.value, "error": error.one_line(), "exit_code": error.exit_code,
-        "duration_ms": int((time.time() - float(row["started_at"])) * 1000)})
     _cancel_dagster_run(instance, stuck)
-
-
-def _finish_if_running(store: StateStore, request_id: str, error: StepStopped) -> bool:
-    """Mark the request WATCHDOG_STUCK only if it is still RUNNING (a late engine may have ended it)."""
-    now = time.time()
-    table = schema.requests
-    with store.engine.begin() as conn:
-        result = conn.execute(table.update().where(table.c.request_id == request_id,
-                                                   table.c.status == RequestStatus.RUNNING.value)
-                              .values(status=RequestStatus.WATCHDOG_STUCK.value,
-                                      phase=RequestStatus.WATCHDOG_STUCK.value, error=error.one_line(),
-                                      exit_code=error.exit_code, updated_at=now, ended_at=now,
-                                      step_pgid=None, step_host=None))
-    return bool(result.rowcount == 1)
 
 
 def _cancel_dagster_run(instance: Any | None, stuck: StuckRequest) -> None:

@@ -11,10 +11,11 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from intent_pipelines.alerts.failure import FailureFacts, Reason
+from intent_pipelines.alerts.failure import FailureFacts
 from intent_pipelines.alerts.report import step_logs, tail
 from intent_pipelines.alerts.scrub import MASK, looks_secret, scrub
 from intent_pipelines.home import IntentHome
+from intent_pipelines.status import Reason
 
 OUTPUT_TAIL_LINES = 200
 # Values shown in the environment summary; every other variable is listed by name only.
@@ -78,7 +79,7 @@ def write_forensics(home: IntentHome, facts: FailureFacts, *, ts: str,
                                             "command)") + "\n", encoding="utf-8")
     output = tail(failing_log, OUTPUT_TAIL_LINES) if failing_log else "(no step log)\n"
     (directory / "output-tail.txt").write_text(output, encoding="utf-8")
-    if facts.reason in (Reason.TIMEOUT, Reason.OPERATOR_STOP, Reason.CRASH) and facts.pgid:
+    if facts.reason in (Reason.TIMEOUT, Reason.OPERATOR_STOP, Reason.STUCK, Reason.CRASH) and facts.pgid:
         (directory / "ps.txt").write_text(process_group(facts.pgid), encoding="utf-8")
     environment = environment_summary(os.environ if env is None else env)
     (directory / "environment.json").write_text(json.dumps(environment, indent=2, sort_keys=True) + "\n",

@@ -1,4 +1,4 @@
-"""The failure alert log: one JSON line per failed run in INTENT_HOME/logs/alerts/intent-failures.log.
+"""The alert log: one JSON line per run that ended a request badly, in INTENT_HOME/logs/alerts/intent-failures.log.
 
 Lines are appended under an exclusive file lock and deduplicated by run id, so a sensor tick that
 is delivered twice (a daemon restart, two daemons) never writes the same failure twice. The log is
@@ -43,6 +43,9 @@ class AlertRecord:
     run_status: str = ""  # the Dagster run's status (FAILURE, CANCELED)
     process_exit_code: int | None = None
     forensics: str = ""
+    # status.Category: failure | waiting pages; refused | stopped are on the record only. Lines
+    # written before categories existed were all failures.
+    category: str = "failure"
 
     def to_json(self) -> str:
         """The line as written (sorted keys, one line, message scrubbed once more)."""

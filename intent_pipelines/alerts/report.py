@@ -5,10 +5,10 @@ from collections import deque
 from pathlib import Path
 from typing import assert_never
 
-from intent_pipelines.alerts.failure import FailureFacts, Reason
+from intent_pipelines.alerts.failure import FailureFacts
 from intent_pipelines.alerts.scrub import scrub
 from intent_pipelines.home import IntentHome
-from intent_pipelines.status import RequestStatus
+from intent_pipelines.status import Reason, RequestStatus
 
 TAIL_LINES = 200
 
@@ -57,25 +57,31 @@ def next_actions(facts: FailureFacts) -> list[str]:
                     f"Then start a new request: `intent run {facts.intent} ...`, or "
                     f"`intent replay {rid} --override NAME=VALUE`."]
         case Reason.POLICY:
-            return ["Nothing ran. A policy rule refused the request, or it needs an explicit confirmation.",
+            return ["Nothing ran. A policy rule refused the request.",
+                    "Change the params or the intent's policy if the change is really wanted."]
+        case Reason.CONFIRMATION:
+            return ["Nothing ran. The intent's policy asks for an explicit confirmation.",
                     f"Review the plan (`intent replay {rid} --dry-run`), then confirm exactly that plan with "
-                    f"`intent replay {rid} --confirm=PLANHASH`, or change the params or the intent's policy."]
-        case Reason.LOCK:
+                    f"`intent replay {rid} --confirm=PLANHASH` (in the launchpad: `confirm: true` or the hash)."]
+        case Reason.LOCK_BUSY:
             lock = facts.lock_key or "LOCK"
             holder = f" (held by request {facts.lock_holder})" if facts.lock_holder else ""
-            return [f"Another request holds `{lock}`{holder}: see `intent status` and wait for it to finish.",
-                    f"If its holder is dead (run ended, lease expired), release it with `intent unlock {lock}`.",
-                    f"Then run this request again with `intent replay {rid}` (or `intent resume {rid}`)."]
+            return [f"Nothing ran. Another request holds `{lock}`{holder}: see `intent status` and wait for it.",
+                    f"If its holder is dead, `intent unlock {lock}` releases it.",
+                    f"Then run this request again with `intent replay {rid}`."]
+        case Reason.QUARANTINED:
+            return ["Nothing ran. The intent is quarantined for this target after repeated failures.",
+                    "Fix the cause, then release the quarantine and run it again."]
         case Reason.APPROVAL:
             step = facts.gate_step or facts.step or "STEP"
-            if facts.error_class == "GateRejected":
-                return ["The manual gate was rejected; this request fails for good.",
-                        f"When the change is wanted again, start a new request: `intent replay {rid}`."]
             return [f"Approve the gate: `intent approve {rid} --step {step} --reason \"...\"` "
                     f"(or `intent reject ...`).",
                     f"Then re-execute the run from failure in the UI, or `intent resume {rid}`."]
-        case Reason.STEP_FAILED:
-            return [f"The step `{facts.step}` failed deterministically: retrying the same input will not help. "
+        case Reason.REJECTED:
+            return ["The manual gate was rejected; this request ended for good.",
+                    f"When the change is wanted again, start a new request: `intent replay {rid}`."]
+        case Reason.STEP_FAILED | Reason.VERIFY_FAILED:
+            return [f"`{facts.step}` failed deterministically: retrying the same input will not help. "
                     "Read the step log below and fix the cause (the app, its config, or the intent file).",
                     *resume]
         case Reason.RETRIES_EXHAUSTED:
@@ -85,14 +91,19 @@ def next_actions(facts: FailureFacts) -> list[str]:
             return [f"The step `{facts.step}` ran past its timeout and its process group was killed. See the "
                     "forensics (process list, output tail) for where it hung; raise the step's `timeout` in the "
                     "intent file if it is just slow.", *resume]
-        case Reason.CRASH:
-            return ["The run ended without the engine recording why (a dead run worker, an internal error). "
+        case Reason.LEASE_LOST:
+            return [f"The lock `{facts.lock_key}` was lost while `{facts.step}` ran, so the step was stopped "
+                    "rather than go on without it. Check `intent status` for who holds it now.", *resume]
+        case Reason.CRASH | Reason.INTERNAL_ERROR:
+            return ["The process running the request died, or an internal error ended it. "
                     f"Check the run's logs in the Dagster UI (run {facts.run_id}) and `intent explain {rid}`; "
                     "an internal error is a bug worth reporting.", *resume]
-        case Reason.OPERATOR_STOP:
-            return ["The request was stopped on purpose (`intent stop`, UI terminate, or the watchdog); nothing "
+        case Reason.OPERATOR_STOP | Reason.STUCK:
+            return ["The request was stopped (`intent stop`, UI terminate, or the watchdog); nothing "
                     f"is left running. To continue it: `intent resume {rid}` (or re-execute from failure in the "
                     f"UI); to start over: `intent replay {rid}`."]
+        case Reason.NONE:
+            return ["Nothing to do."]
         case _:
             assert_never(reason)
 
@@ -104,7 +115,7 @@ def render_report(home: IntentHome, facts: FailureFacts, *, ts: str, signature: 
     if facts.process_exit_code is not None:
         exit_code += f" (command exited {facts.process_exit_code})"
     lines = [
-        f"# {facts.intent or 'intent'} request {facts.request_id} failed",
+        f"# {facts.intent or 'intent'} request {facts.request_id}: {facts.request_status or 'FAILED'}",
         "",
         f"- **When:** {ts}",
         f"- **Reason:** {facts.reason.value} ({facts.reason.label})",

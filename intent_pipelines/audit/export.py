@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from intent_pipelines.audit.events import RequestComplete
 from intent_pipelines.store import StateStore
 
 SCHEMA = pa.schema([
@@ -35,6 +36,9 @@ SCHEMA = pa.schema([
     ("error", pa.string()),
     ("error_class", pa.string()),
     ("latency_ms", pa.int64()),
+    # Of request.complete only (the reason category and failure signature of the ending).
+    ("reason", pa.string()),
+    ("signature", pa.string()),
 ])
 # The typed query columns, in SCHEMA order: everything after the record's own fields.
 TYPED_COLUMNS = SCHEMA.names[SCHEMA.names.index("intent"):]
@@ -52,7 +56,7 @@ def partition_path(root: Path, day: date) -> Path:
     return root / f"date={day.isoformat()}" / FILE_NAME
 
 
-def typed_values(data: Mapping[str, Any], intent: str | None) -> tuple[Any, ...]:
+def typed_values(data: Mapping[str, Any], intent: str | None, kind: str = "") -> tuple[Any, ...]:
     """The TYPED_COLUMNS of one decoded body (``intent``: the request's, for bodies without their own).
 
     A field of the wrong JSON type is left null rather than coerced, so the columns hold only what
@@ -61,6 +65,8 @@ def typed_values(data: Mapping[str, Any], intent: str | None) -> tuple[Any, ...]
     duration, latency = data.get("duration_ms"), data.get("latency_ms")
     dry_run, replay_of = data.get("dry_run"), data.get("replay_of")
     error, error_class = data.get("error"), data.get("error_class")
+    ending = kind == RequestComplete.KIND
+    reason, signature = (data.get("reason"), data.get("signature")) if ending else (None, None)
     return (data.get("intent") or intent,
             data.get("step") or data.get("check"),
             data.get("status"),
@@ -69,7 +75,9 @@ def typed_values(data: Mapping[str, Any], intent: str | None) -> tuple[Any, ...]
             replay_of if isinstance(replay_of, str) else None,
             error if isinstance(error, str) else None,
             error_class if isinstance(error_class, str) else None,
-            latency if isinstance(latency, int) and not isinstance(latency, bool) and latency in _INT64 else None)
+            latency if isinstance(latency, int) and not isinstance(latency, bool) and latency in _INT64 else None,
+            reason if isinstance(reason, str) else None,
+            signature if isinstance(signature, str) else None)
 
 
 def day_table(store: StateStore, day: date, intents: Mapping[str, str] | None = None) -> pa.Table:
@@ -89,7 +97,8 @@ def day_table(store: StateStore, day: date, intents: Mapping[str, str] | None = 
             columns["prev"].append(record.prev)
             columns["hash"].append(record.hash)
             columns["body"].append(record.body)
-            for name, value in zip(TYPED_COLUMNS, typed_values(data, intents.get(record.request_id)), strict=True):
+            typed = typed_values(data, intents.get(record.request_id), record.kind)
+            for name, value in zip(TYPED_COLUMNS, typed, strict=True):
                 columns[name].append(value)
     return pa.table(columns, schema=SCHEMA)
 

@@ -1,4 +1,8 @@
-"""`intent failures`: the daily failure summary, by intent, step and signature, from the alert log."""
+"""`intent failures`: the daily failure summary, by intent, step and signature, from the alert log.
+
+Only failures (status.Category.FAILURE) are counted and grouped; refusals, waiting gates and stops
+are on the alert log too and are counted beside them, never as failures.
+"""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,6 +15,7 @@ from intent_pipelines.alerts.log import AlertRecord, alert_log_path, read_alerts
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.dates import day_span, each_day, parse_date
 from intent_pipelines.cli.output import console, print_json
+from intent_pipelines.status import Category
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
@@ -48,7 +53,9 @@ class Group:
 
 def summarize(alerts: list[AlertRecord], day: date) -> dict[str, Any]:
     """One day's summary: totals by intent and the groups, most frequent first (stable JSON schema)."""
-    todays = [a for a in alerts if a.day == day]
+    days_alerts = [a for a in alerts if a.day == day]
+    todays = [a for a in days_alerts if a.category == Category.FAILURE.value]
+    others = Counter(a.category for a in days_alerts if a.category != Category.FAILURE.value)
     groups: dict[tuple[str, str, str], Group] = {}
     for alert in todays:
         key = (alert.intent, alert.step, alert.signature)
@@ -58,6 +65,7 @@ def summarize(alerts: list[AlertRecord], day: date) -> dict[str, Any]:
         groups[key].add(alert)
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.intent, g.step, g.signature))
     return {"date": day.isoformat(), "total": len(todays),
+            **{c.value: others.get(c.value, 0) for c in (Category.REFUSED, Category.WAITING, Category.STOPPED)},
             "by_intent": dict(sorted(Counter(a.intent for a in todays).items())),
             "by_reason": dict(sorted(Counter(a.reason for a in todays).items())),
             "groups": [g.to_dict() for g in ordered]}
@@ -70,7 +78,10 @@ def _days(day: str | None, days: int | None) -> list[date]:
 
 
 def _print_day(summary: dict[str, Any]) -> None:
-    console.print(f"Intent failures - {summary['date']}: {summary['total']}", markup=False)
+    besides = [f"{summary[c.value]} {c.value}" for c in (Category.REFUSED, Category.WAITING, Category.STOPPED)
+               if summary[c.value]]
+    console.print(f"Intent failures - {summary['date']}: {summary['total']}"
+                  + (f" (not failures: {', '.join(besides)})" if besides else ""), markup=False)
     if not summary["total"]:
         return
     console.print("By intent: " + "  ".join(f"{name}: {n}" for name, n in summary["by_intent"].items()),

@@ -11,14 +11,14 @@ from typing import Any
 import click
 import dagster as dg
 
+from intent_pipelines import run_tags
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.output import err_console
 from intent_pipelines.confirmation import PlanChanged, check_confirmation, parse_confirm
 from intent_pipelines.errors import ConfirmationRequired
+from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.plan import ExecutionPlan
 from intent_pipelines.spec.loader import LoadedIntent
-
-LOCK_TAG = "intent/lock"
 
 
 @contextmanager
@@ -53,9 +53,9 @@ def prepare(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, 
     a guarded plan without confirmation asks on a terminal and is refused otherwise.
     """
     plan, values = cli.engine.plan(loaded, given, context=context)
+    _, bound = parse_confirm(confirm)
     # The launchpad config is typed (replicas: Int): hand it the validated values, minus secrets.
     typed = {k: v for k, v in values.items() if v is not None and not loaded.spec.params[k].secret}
-    _, bound = parse_confirm(confirm)
     try:
         check_confirmation(plan, confirm, dry_run=dry_run,
                            confirmed_plan_body=cli.engine.store.plan_body(bound) if bound else None)
@@ -73,7 +73,7 @@ def prepare(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, 
 
 def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, dry_run: bool,
            confirm: str, reason: str, lock: str | None, quiet: bool, replay_of: str = "",
-           fresh_context: bool = False, reexecute_of: str = "") -> dict[str, Any]:
+           fresh_context: bool = False, reexecute_of: str = "", plan: str = "") -> dict[str, Any]:
     """Execute the job in this process (no queue) and return the request's outcome as data."""
     spec = loaded.spec
     cli.ensure_dagster_home()
@@ -83,12 +83,14 @@ def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
                                        reconstructable_args=(spec.name,))
     run_config = {k: v for k, v in given.items()}
     run_config.update({"dry_run": dry_run, "confirm": confirm, "reason": reason, "replay_of": replay_of,
-                       "fresh_context": fresh_context})
-    tags = {"intent/name": spec.name, "intent/source": "cli"}
+                       "fresh_context": fresh_context, "plan": plan})
+    # This process executes the run: if it dies, the request is known dead at once (lifecycle/crash.py).
+    tags = {run_tags.NAME: spec.name, run_tags.SOURCE: run_tags.SOURCE_CLI,
+            run_tags.OWNER: Owner.this_process().encode()}
     if lock and not dry_run:
-        tags[LOCK_TAG] = lock
+        tags[run_tags.LOCK] = lock
     if replay_of:
-        tags["intent/replay_of"] = replay_of
+        tags[run_tags.REPLAY_OF] = replay_of
     with dg.DagsterInstance.get() as instance, _stdout_to_stderr() if quiet else nullcontext():
         if reexecute_of:
             # Continue the same request: Dagster skips the steps that already succeeded.

@@ -248,10 +248,10 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
 
         outcome = submit_run(cli, loaded, prepared.typed, dry_run=dry_run, confirm=prepared.confirm,
                              reason=reason, lock=execution_plan.lock, url=url_of(dagster_url),
-                             wait=not no_wait, quiet=as_json)
+                             wait=not no_wait, quiet=as_json, plan=execution_plan.plan_hash)
     else:
         outcome = launch(cli, loaded, prepared.typed, dry_run=dry_run, confirm=prepared.confirm, reason=reason,
-                         lock=execution_plan.lock, quiet=as_json)
+                         lock=execution_plan.lock, quiet=as_json, plan=execution_plan.plan_hash)
     if as_json:
         print_json(outcome)
     else:

@@ -110,7 +110,8 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
                           + (" (intent changed: see the diff)" if drifted else ""), markup=False)
         return
     outcome = launch(cli, loaded, prepared.typed, dry_run=False, confirm=prepared.confirm, reason=reason,
-                     lock=prepared.plan.lock, quiet=as_json, replay_of=request_id, fresh_context=fresh_context)
+                     lock=prepared.plan.lock, quiet=as_json, replay_of=request_id, fresh_context=fresh_context,
+                     plan=prepared.plan.plan_hash)
     _print_outcome(outcome, as_json)
     sys.exit(outcome["exit_code"])
 
@@ -130,9 +131,8 @@ def resume(cli: CliContext, request_id: str, as_json: bool) -> None:
     if status in (RequestStatus.ROLLED_BACK, RequestStatus.ROLLBACK_FAILED):
         raise UsageError(f"request {row['request_id']} was rolled back; resuming would skip steps whose "
                          "effects were undone", hint=f"Run it again with `intent replay {row['request_id']}`.")
-    if status not in (RequestStatus.FAILED, RequestStatus.STOPPED_BY_OPERATOR, RequestStatus.WATCHDOG_STUCK,
-                      RequestStatus.NEEDS_APPROVAL):
-        raise UsageError(f"request {row['request_id']} is {status.value}; only failed, stopped or waiting "
+    if not status.resumable:
+        raise UsageError(f"request {row['request_id']} is {status.value}; only failed, stopped, crashed or waiting "
                          "requests can be resumed", hint=f"See `intent explain {row['request_id']}`.")
     loaded = cli.catalog.get(row["intent"])
     outcome = launch(cli, loaded, {}, dry_run=False, confirm="", reason="", lock=row["lock_key"], quiet=as_json,

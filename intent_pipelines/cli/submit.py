@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from intent_pipelines import run_tags
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.operate import LogFollower
 from intent_pipelines.cli.output import console
@@ -22,8 +23,6 @@ from intent_pipelines.status import RequestStatus
 
 URL_ENV = "INTENT_DAGSTER_URL"
 DEFAULT_URL = "http://127.0.0.1:3000"
-LOCK_TAG = "intent/lock"
-SOURCE = "submit"
 # After the request ends, how long to wait for Dagster to record the run's end too.
 RUN_END_WAIT_S = 30.0
 
@@ -53,7 +52,7 @@ def _client(url: str) -> DagsterGraphQL:
 
 
 def submit(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, dry_run: bool, confirm: str,
-           reason: str, lock: str | None, url: str, wait: bool, quiet: bool,
+           reason: str, lock: str | None, url: str, wait: bool, quiet: bool, plan: str = "",
            poll_s: float = 0.5) -> dict[str, Any]:
     """Queue the intent's job on the webserver at ``url``; follow it unless ``wait`` is false.
 
@@ -63,10 +62,10 @@ def submit(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
     spec = loaded.spec
     client = _client(url)
     run_config: dict[str, Any] = dict(given)
-    run_config.update({"dry_run": dry_run, "confirm": confirm, "reason": reason})
-    tags = {"intent/name": spec.name, "intent/source": SOURCE}
+    run_config.update({"dry_run": dry_run, "confirm": confirm, "reason": reason, "plan": plan})
+    tags = {run_tags.NAME: spec.name, run_tags.SOURCE: run_tags.SOURCE_SUBMIT}
     if lock and not dry_run:
-        tags[LOCK_TAG] = lock
+        tags[run_tags.LOCK] = lock
     try:
         run_id = client.launch_run(spec.job_name, run_config, tags)
     except DagsterGraphQLError as exc:

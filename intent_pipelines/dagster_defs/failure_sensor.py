@@ -4,11 +4,12 @@ import os
 
 import dagster as dg
 
+from intent_pipelines import run_tags
 from intent_pipelines.alerts.failure import RUN_CANCELED, RUN_FAILURE
-from intent_pipelines.alerts.notify import notify_failure
+from intent_pipelines.alerts.notify import notify_request, notify_unrecorded
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
+from intent_pipelines.lifecycle.crash import end_crashed_run
 
-INTENT_TAG = "intent/name"
 INTERVAL_ENV = "INTENT_ALERT_SENSOR_INTERVAL_S"
 
 
@@ -21,25 +22,42 @@ def _interval_s() -> int:
 
 def _alert(context: dg.RunStatusSensorContext, intent: IntentRuntime, run_status: str) -> None:
     run = context.dagster_run
-    name = run.tags.get(INTENT_TAG)
+    name = run.tags.get(run_tags.NAME)
     if not name:
         return  # not an intent run
     engine = intent.engine()
     event = context.dagster_event
     message = (event.message or "") if event is not None else ""
-    # Returning None (not a SkipReason) lets one tick handle every new failure, not just the first.
-    # Dagster advances the cursor past a run even when this raises, so notify_failure writes the alert
-    # line from Dagster's own facts when the state store cannot be read.
-    outcome = notify_failure(engine.home, engine.store, run.run_id, run.root_run_id or run.run_id, intent=name,
-                             run_status=run_status, fallback_message=message)
+    request_id = run.root_run_id or run.run_id
+    # The lifecycle alerted when it ended the request; this covers runs whose worker died (or were
+    # terminated) before the request ended, and runs that never reached preflight. Dagster advances
+    # the cursor past a run even when this raises, so a store that cannot be read still gets a line.
+    try:
+        ended = end_crashed_run(engine.store, engine.home, request_id, run_id=run.run_id, run_status=run_status,
+                                message=message)
+        outcome = notify_request(engine.home, engine.store, run_id=run.run_id, request_id=request_id,
+                                 run_status=run_status)
+        if outcome is None and engine.store.request(request_id) is None:
+            outcome = notify_unrecorded(engine.home, run_id=run.run_id, request_id=request_id, intent=name,
+                                        run_status=run_status, fallback_message=message,
+                                        problem="the run ended before its preflight recorded the request")
+    except Exception as exc:
+        outcome = notify_unrecorded(engine.home, run_id=run.run_id, request_id=request_id, intent=name,
+                                    run_status=run_status, fallback_message=message,
+                                    problem=f"the state store could not be read: {type(exc).__name__}: {exc}")
+        ended = False
+    if outcome is None:
+        context.log.info(f"request {request_id} of run {run.run_id} did not end badly: no alert")
+        return
     alert = outcome.alert
     delivery = ""
     if outcome.delivery is not None:
         delivery = "; webhook delivered" if outcome.delivery.delivered else \
             f"; webhook failed ({outcome.delivery.error})"
     context.log.info(f"{'alerted' if outcome.new else 'already alerted'}: {alert.intent} request "
-                     f"{alert.request_id} {alert.reason} at {alert.step or '-'} (signature {alert.signature}); "
-                     f"report {alert.report}{delivery}")
+                     f"{alert.request_id} {alert.status} ({alert.reason}) at {alert.step or '-'} "
+                     f"(signature {alert.signature}){'; ended it now' if ended else ''}; report {alert.report}"
+                     f"{delivery}")
 
 
 # Why: a failed intent run must reach a person within a minute, with a reason and the next command.

@@ -8,10 +8,12 @@ from typing import Any
 
 import dagster as dg
 
+from intent_pipelines import run_tags
 from intent_pipelines.dagster_defs.launchpad import PREFLIGHT, launch_config_mapping, preflight_config_schema
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
-from intent_pipelines.engine import LaunchRequest, RetryStep
+from intent_pipelines.engine import Engine, LaunchRequest, RetryStep
 from intent_pipelines.errors import IntentError
+from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.plan import dag_levels
 from intent_pipelines.spec.loader import LoadedIntent, find_intent
 from intent_pipelines.spec.models import IntentSpec
@@ -24,6 +26,23 @@ RUNTIME_KEY = "intent"
 def request_id_of(context: dg.OpExecutionContext) -> str:
     """The request id: the root run id, so re-executions continue the same request."""
     return context.run.root_run_id or context.run_id
+
+
+def _owner(context: dg.OpExecutionContext, in_process: bool) -> Owner | None:
+    """The process executing the run: the `intent run` that tagged it, or this one when steps run here."""
+    tagged = context.run.tags.get(run_tags.OWNER)
+    if tagged:
+        return Owner.decode(tagged)
+    # A step process of the multiprocess executor exits after its step: it cannot vouch for the run.
+    return Owner.this_process() if in_process else None
+
+
+def _tag_outcome(context: dg.OpExecutionContext, engine: Engine, request_id: str) -> None:
+    """Once the request has ended, put its outcome on the run (Runs list filters), from the store."""
+    row = engine.store.request(request_id)
+    tags = run_tags.outcome_tags(row) if row is not None else {}
+    if tags:
+        context.instance.add_run_tags(context.run_id, tags)
 
 
 def _failure(exc: IntentError) -> dg.Failure:
@@ -48,16 +67,18 @@ def _preflight_op(loaded: LoadedIntent) -> dg.OpDefinition:
         cfg = context.op_config
         launch = LaunchRequest(params=cfg["params"], dry_run=cfg["dry_run"], confirm=cfg["confirm"],
                                reason=cfg["reason"], who=cfg["who"], replay_of=cfg["replay_of"],
-                               fresh_context=cfg["fresh_context"])
+                               fresh_context=cfg["fresh_context"], plan=cfg["plan"])
         request_id = request_id_of(context)
         try:
-            plan = engine.preflight(loaded, launch, request_id=request_id, run_id=context.run_id)
+            plan = engine.preflight(loaded, launch, request_id=request_id, run_id=context.run_id,
+                                    owner=_owner(context, is_chain(spec)))
         except IntentError as exc:
             engine.abort_preflight(loaded, launch, request_id=request_id, run_id=context.run_id, error=exc)
+            _tag_outcome(context, engine, request_id)
             raise _failure(exc) from None
-        tags = {"intent/replay_of": launch.replay_of} if launch.replay_of else {}
+        tags = {run_tags.REPLAY_OF: launch.replay_of} if launch.replay_of else {}
         if plan.lock and not launch.dry_run:
-            tags["intent/lock"] = plan.lock
+            tags[run_tags.LOCK] = plan.lock
         # Launches from the UI cannot know these before the plan exists; record them on the run now.
         missing = {k: v for k, v in tags.items() if context.run.tags.get(k) != v}
         if missing:
@@ -69,19 +90,22 @@ def _preflight_op(loaded: LoadedIntent) -> dg.OpDefinition:
     return preflight
 
 
-def _step_op(spec: IntentSpec, step_id: str, description: str, pool: str | None) -> dg.OpDefinition:
+def _step_op(spec: IntentSpec, step_id: str, description: str, pool: str | None,
+             in_process: bool) -> dg.OpDefinition:
     @dg.op(name=f"{spec.job_name}__{step_id}", ins={AFTER: dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
            required_resource_keys={RUNTIME_KEY}, pool=pool, description=description,
-           tags={"intent/step": step_id})
+           tags={run_tags.STEP: step_id})
     def step(context: dg.OpExecutionContext) -> None:
         engine = getattr(context.resources, RUNTIME_KEY).engine()
+        request_id = request_id_of(context)
         try:
-            outputs = engine.run_step(request_id_of(context), step_id, run_id=context.run_id,
-                                      attempt=context.retry_number + 1)
+            outputs = engine.run_step(request_id, step_id, run_id=context.run_id, attempt=context.retry_number + 1,
+                                      owner=_owner(context, in_process))
         except RetryStep as retry:
             raise dg.RetryRequested(max_retries=retry.max_attempts - 1,
                                     seconds_to_wait=retry.wait_s) from None
         except IntentError as exc:
+            _tag_outcome(context, engine, request_id)
             raise _failure(exc) from None
         if outputs:
             context.add_output_metadata({k: str(v) for k, v in outputs.items()}, output_name="result")
@@ -95,10 +119,13 @@ def _finish_op(spec: IntentSpec) -> dg.OpDefinition:
            description="Run verify checks, release the lock, record request.complete.")
     def finish(context: dg.OpExecutionContext) -> None:
         engine = getattr(context.resources, RUNTIME_KEY).engine()
+        request_id = request_id_of(context)
         try:
-            status = engine.finish(request_id_of(context), run_id=context.run_id)
+            status = engine.finish(request_id, run_id=context.run_id, owner=_owner(context, is_chain(spec)))
         except IntentError as exc:
+            _tag_outcome(context, engine, request_id)
             raise _failure(exc) from None
+        _tag_outcome(context, engine, request_id)
         context.add_output_metadata({"status": status.value}, output_name="result")
 
     return finish
@@ -146,14 +173,14 @@ def make_intent_job(loaded: LoadedIntent) -> dg.JobDefinition:
     needed = {n for s in spec.steps for n in s.needs}
     for step in spec.steps:
         description = step.name or (f"uses {step.uses}" if step.uses else "run a command")
-        op_def = _step_op(spec, step.id, description, step.pool)
+        op_def = _step_op(spec, step.id, description, step.pool, is_chain(spec))
         node_defs.append(op_def)
         dependencies[dg.NodeInvocation(op_def.name, alias=step.id)] = _after(step.needs or [PREFLIGHT])
     sinks = [s.id for s in spec.steps if s.id not in needed]
     dependencies[dg.NodeInvocation(finish.name, alias=FINISH)] = _after(sinks)
     graph = dg.GraphDefinition(name=spec.job_name, node_defs=node_defs, dependencies=dependencies,
                                description=spec.summary)
-    tags: dict[str, str] = {"intent/name": spec.name}
+    tags: dict[str, str] = {run_tags.NAME: spec.name}
     if spec.policy.timeout:
         tags["dagster/max_runtime"] = str(int(spec.policy.timeout))
     executor = dg.in_process_executor if is_chain(spec) else PARALLEL_EXECUTOR

@@ -34,6 +34,8 @@ def launch_config_class(spec: IntentSpec) -> type[dg.Config]:
         default="", description="replay this earlier request: its recorded context is reused"))
     fields["fresh_context"] = (bool, pydantic.Field(
         default=False, description="with replay_of: capture the context again instead of reusing it"))
+    fields["plan"] = (str, pydantic.Field(
+        default="", description="run exactly this plan (hash from a dry run): its captured context is reused"))
     model: type[dg.Config] = pydantic.create_model(
         f"{spec.job_name}_launch", __base__=dg.Config, **fields)
     return model
@@ -49,6 +51,7 @@ def preflight_config_schema() -> dict[str, Any]:
         "who": dg.Field(str, default_value=""),
         "replay_of": dg.Field(str, default_value=""),
         "fresh_context": dg.Field(bool, default_value=False),
+        "plan": dg.Field(str, default_value=""),
     }
 
 
@@ -63,7 +66,7 @@ def launch_config_mapping(spec: IntentSpec) -> dg.ConfigMapping:
             "ops": {PREFLIGHT: {"config": {
                 "params": params, "dry_run": config["dry_run"], "confirm": config["confirm"],
                 "reason": config["reason"], "replay_of": config["replay_of"],
-                "fresh_context": config["fresh_context"]}}},
+                "fresh_context": config["fresh_context"], "plan": config["plan"]}}},
             # Dagster's per-event console lines drown the step output the CLI streams; the UI's
             # event log keeps every event regardless of this level.
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},

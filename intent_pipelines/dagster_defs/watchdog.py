@@ -3,6 +3,7 @@
 import dagster as dg
 
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
+from intent_pipelines.lifecycle.crash import reap_dead_owners, run_failer
 from intent_pipelines.watchdog import check_stuck_requests
 
 
@@ -15,13 +16,18 @@ from intent_pipelines.watchdog import check_stuck_requests
     name="stuck_request_watchdog_sensor",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Finds RUNNING requests whose heartbeat is older than INTENT_WATCHDOG_STALE_S "
+    description="Ends RUNNING requests whose process died on this host (CRASHED); finds RUNNING requests "
+                "whose heartbeat is older than INTENT_WATCHDOG_STALE_S "
                 "(default 900 s) or whose Dagster run ended without ending them; collects forensics "
                 "under INTENT_HOME/forensics, stops them as WATCHDOG_STUCK, releases their locks and "
                 "appends an alert to INTENT_HOME/logs/alerts/watchdog.log.",
 )
 def stuck_request_watchdog_sensor(context: dg.SensorEvaluationContext, intent: IntentRuntime) -> dg.SkipReason:
     engine = intent.engine()
+    crashed = reap_dead_owners(engine.store, engine.home, seen_by="watchdog",
+                               on_crashed=run_failer(context.instance))
+    for request_id in crashed:
+        context.log.warning(f"request {request_id}: its process died; ended CRASHED")
     report = check_stuck_requests(engine.home, engine.store, context.instance)
     for stuck in report.stuck:
         context.log.warning(f"stuck request {stuck.request_id} ({stuck.intent}): {stuck.why}; "

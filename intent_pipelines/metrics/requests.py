@@ -8,11 +8,16 @@ them still gets a row, with ``started`` computed as ``ended - duration_ms`` and 
 Requests that have not ended (running, waiting for approval) have no row yet. Runs cancelled while
 still queued never became requests (no ``request.complete``) and are not counted.
 
-Outcomes partition the requests: ``dry_run`` (the request was a dry run) else ``cancelled`` (an
-operator or the watchdog stopped it: a ``run.cancelled`` record or status STOPPED_BY_OPERATOR) else
-``success`` (status SUCCEEDED) else ``failure`` (every other final status: FAILED, ROLLED_BACK,
-ROLLBACK_FAILED, ...). ``rolled_back`` is orthogonal: a ``rollback.start`` record or status
-ROLLED_BACK/ROLLBACK_FAILED.
+A request's outcome is its *last* ``request.complete`` (a request that failed and was resumed to
+success is a success): the status there, and its category (status.Category) as the ``outcome``:
+``dry_run``, ``refused`` (nothing ran: bad input, policy, confirmation, lock busy), ``waiting`` (a
+manual gate), ``cancelled`` (stopped on purpose: STOPPED_BY_OPERATOR, REJECTED), ``success``, else
+``failure`` (FAILED, ROLLED_BACK, ROLLBACK_FAILED, CRASHED, WATCHDOG_STUCK). The failed step,
+error class, error, reason and signature are that event's own fields, written once by
+lifecycle/finish.py; for chains written before those fields existed they come from the first
+``step.fail``/``verify.fail``/``request.refused`` record instead (and a FAILED request with a
+``request.refused`` record counts as refused). ``rolled_back`` is orthogonal: a ``rollback.start``
+record or status ROLLED_BACK/ROLLBACK_FAILED.
 
 Speed (8M events in seconds, not minutes): the export writes the few body fields metrics need as
 typed columns (``audit.export.TYPED_COLUMNS``), so only those columns are read and ``body`` (most
@@ -38,11 +43,16 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from intent_pipelines.metrics.signature_batch import signature_many
-from intent_pipelines.status import RequestStatus
+from intent_pipelines.status import Category, RequestStatus
 
 LOOKBACK_DAYS: Final = 1
 SUCCESS, FAILURE, CANCELLED, DRY_RUN = "success", "failure", "cancelled", "dry_run"
-OUTCOMES: Final = (SUCCESS, FAILURE, CANCELLED, DRY_RUN)
+REFUSED, WAITING = "refused", "waiting"
+OUTCOMES: Final = (SUCCESS, FAILURE, CANCELLED, DRY_RUN, REFUSED, WAITING)
+# status.Category -> outcome name (the metrics' word for a stop is "cancelled").
+_OUTCOME_OF_CATEGORY: Final = {Category.SUCCESS: SUCCESS, Category.FAILURE: FAILURE, Category.STOPPED: CANCELLED,
+                               Category.DRY_RUN: DRY_RUN, Category.REFUSED: REFUSED, Category.WAITING: WAITING}
+_OUTCOME_OF_STATUS: Final = {s.value: _OUTCOME_OF_CATEGORY[s.category] for s in RequestStatus}
 UNKNOWN_INTENT: Final = "(unknown)"
 PREFLIGHT_STEP: Final = "(preflight)"  # the failed_step of a request refused before any step ran
 
@@ -63,10 +73,10 @@ COMPACT_SCHEMA = pa.schema([
     ("ts", TIMESTAMP), ("request_id", _CODED), ("kind", _CODED), ("intent", pa.string()),
     ("step", pa.string()), ("status", pa.string()), ("duration_ms", pa.int64()),
     ("dry_run", pa.bool_()), ("replay_of", pa.string()), ("error", pa.string()), ("error_class", pa.string()),
-    ("latency_ms", pa.int64()),
+    ("latency_ms", pa.int64()), ("reason", pa.string()), ("signature", pa.string()),
 ])
-_BODY_SCHEMA = pa.schema([(name, COMPACT_SCHEMA.field(name).type)
-                          for name in ("dry_run", "replay_of", "error", "error_class", "latency_ms")])
+_BODY_SCHEMA = pa.schema([(name, COMPACT_SCHEMA.field(name).type) for name in (
+    "dry_run", "replay_of", "error", "error_class", "latency_ms", "reason", "signature")])
 TYPED_EVENT_COLUMNS: Final = COMPACT_SCHEMA.names
 _DICTIONARY_COLUMNS: Final = ["kind", "intent", "step", "status"]
 
@@ -75,6 +85,7 @@ REQUESTS_SCHEMA = pa.schema([
     ("intent", pa.string()),
     ("status", pa.string()),
     ("outcome", pa.string()),
+    ("reason", pa.string()),
     ("started", TIMESTAMP),
     ("ended", TIMESTAMP),
     ("duration_ms", pa.int64()),
@@ -178,10 +189,11 @@ def _compact(events: pa.Table) -> pa.Table:
             dry, replay = _dry_run_and_replay(bodies.take(pa.array(keep[starts])))
             fields["dry_run"] = _scatter(n, starts, pa.array(dry), pa.bool_())
             fields["replay_of"] = _scatter(n, starts, replay, pa.string())
-        others = np.flatnonzero(_numpy_bool(pc.is_in(kinds, value_set=pa.array([*_FAIL_KINDS, _CANCELLED]))))
+        others = np.flatnonzero(_numpy_bool(pc.is_in(kinds, value_set=pa.array([*_FAIL_KINDS, _CANCELLED,
+                                                                                   _COMPLETE]))))
         if len(others):
             parsed = _body_fields(bodies.take(pa.array(keep[others])))
-            for name in ("error", "error_class", "latency_ms"):
+            for name in ("error", "error_class", "latency_ms", "reason", "signature"):
                 fields[name] = _scatter(n, others, parsed[name], fields[name].type)
     return pa.table({**columns, **fields}, schema=COMPACT_SCHEMA)
 
@@ -259,7 +271,8 @@ def _body_row(body: bytes | None) -> dict[str, Any]:
         return value if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) else None
 
     return {"dry_run": typed("dry_run", bool), "replay_of": typed("replay_of", str), "error": typed("error", str),
-            "error_class": typed("error_class", str), "latency_ms": typed("latency_ms", int)}
+            "error_class": typed("error_class", str), "latency_ms": typed("latency_ms", int),
+            "reason": typed("reason", str), "signature": typed("signature", str)}
 
 
 def _dry_run_and_replay(bodies: Any) -> tuple[Bools, pa.Array]:
@@ -306,6 +319,14 @@ class _Requests:
         mask = wanted[self.kind_codes] & (self.codes >= 0)  # code -1 (null kind) picks the False
         return np.flatnonzero(mask)
 
+    def last_rows(self, rows: Ints) -> Ints:
+        """Of ``rows``, the last row (in event order) of each request id, in event order."""
+        if not len(rows):
+            return rows
+        last = np.full(len(self.ids), -1, dtype=np.int64)
+        np.maximum.at(last, self.codes[rows], rows)
+        return np.sort(last[last >= 0])
+
     def first_rows(self, rows: Ints) -> Ints:
         """Of ``rows``, the first row (in event order) of each request id, in event order."""
         if not len(rows):
@@ -333,6 +354,13 @@ class _Requests:
         return np.bincount(target[target >= 0], minlength=self.n).astype(np.int64)
 
 
+def _map_strings(values: Any, mapping: dict[str, str]) -> pa.Array:
+    """``values`` mapped through ``mapping`` (null where a value has no entry)."""
+    keys = pa.array(list(mapping))
+    positions = pc.index_in(values, value_set=keys)
+    return pa.array(list(mapping.values()), type=pa.string()).take(positions)
+
+
 def _day_start_ms(day: date) -> int:
     """Milliseconds since the epoch at 00:00 UTC of ``day``."""
     return (day - date(1970, 1, 1)).days * 86_400_000
@@ -351,7 +379,8 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
     if events.num_rows == 0:
         return empty_requests()
     index = _Requests(events)
-    complete = index.first_rows(index.rows(_COMPLETE))
+    # The last ending is the outcome: a request resumed after a failure ends again.
+    complete = index.last_rows(index.rows(_COMPLETE))
     ended = events["ts"].take(pa.array(complete)).cast(pa.int64())
     ended_ms = np.asarray(pc.fill_null(ended, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False),
                           dtype=np.int64)
@@ -365,12 +394,13 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
         return empty_requests()
     index.adopt(complete)
     n = len(complete)
-    done = events.select(["request_id", "intent", "status", "duration_ms"]).take(pa.array(complete))
-    status = done["status"]
+    done = events.select(["request_id", "intent", "status", "duration_ms", "step", "error_class", "error",
+                          "reason", "signature"]).take(pa.array(complete))
+    status = _plain(done["status"])
 
     # request.start (or request.refused): started, intent, dry_run, replay_of.
     start_pos, start_rows = index.first_of(_START, _REFUSED)
-    starts = events.select(["ts", "intent", "dry_run", "replay_of"]).take(pa.array(start_rows))
+    starts = events.select(["ts", "intent", "dry_run", "replay_of", "kind"]).take(pa.array(start_rows))
     start_ms = starts["ts"].cast(pa.int64())
     started = ended_ms - np.asarray(pc.fill_null(done["duration_ms"], 0).to_numpy(zero_copy_only=False),
                                     dtype=np.int64)
@@ -380,35 +410,54 @@ def derive_requests(events: pa.Table, *, first: date | None = None, last: date |
     dry_run = np.zeros(n, dtype=bool)
     dry_run[start_pos] = _numpy_bool(starts["dry_run"])
     dry_run |= _numpy_bool(pc.equal(status, RequestStatus.DRY_RUN.value))
+    # Chains from before REFUSED existed recorded a refusal as FAILED after a request.refused record.
+    legacy_refused = np.zeros(n, dtype=bool)
+    legacy_refused[start_pos] = _numpy_bool(pc.equal(_plain(starts["kind"]), _REFUSED))
+    legacy_refused &= _numpy_bool(pc.equal(status, RequestStatus.FAILED.value))
 
-    # The first failure record: step.fail / verify.fail (a step or check), request.refused (preflight).
+    outcome_names = pc.fill_null(_map_strings(status, _OUTCOME_OF_STATUS), FAILURE)
+    outcome = np.asarray(pc.index_in(outcome_names, value_set=pa.array(OUTCOMES)).to_numpy(zero_copy_only=False),
+                         dtype=np.int64)
+    outcome = np.where(dry_run, OUTCOMES.index(DRY_RUN), np.where(legacy_refused, OUTCOMES.index(REFUSED), outcome))
+    ended_well = np.isin(outcome, [OUTCOMES.index(SUCCESS), OUTCOMES.index(DRY_RUN)])
+
+    # The ending's own failure fields; for older chains, the first failure record (step or preflight).
     fail_pos, fail_rows = index.first_of(*_FAIL_KINDS)
     fails = events.select(["kind", "step", "error_class", "error"]).take(pa.array(fail_rows))
-    steps = pc.if_else(pc.equal(_plain(fails["kind"]), _REFUSED), pa.scalar(PREFLIGHT_STEP), fails["step"])
-    signatures = signature_many(steps.to_pylist(), fails["error_class"].to_pylist(), fails["error"].to_pylist())
+    legacy_steps = pc.if_else(pc.equal(_plain(fails["kind"]), _REFUSED), pa.scalar(PREFLIGHT_STEP), fails["step"])
+    legacy_signatures = signature_many(legacy_steps.to_pylist(), fails["error_class"].to_pylist(),
+                                       fails["error"].to_pylist())
+    typed_ending = np.asarray(pc.is_valid(done["signature"]).to_numpy(zero_copy_only=False), dtype=bool)
+    blank = ended_well | ~typed_ending
+
+    def ending_field(own: Any, legacy: Any) -> pa.Array:
+        legacy_values = _scatter(n, fail_pos, legacy, pa.string())
+        own_values = pc.if_else(pa.array(blank), pa.nulls(n, pa.string()), _plain(own).cast(pa.string()))
+        chosen = pc.if_else(pa.array(typed_ending), own_values, legacy_values)
+        return pc.if_else(pa.array(ended_well), pa.nulls(n, pa.string()), chosen)
+
+    own_steps = pc.if_else(pc.equal(done["step"], "preflight"), pa.scalar(PREFLIGHT_STEP), _plain(done["step"]))
 
     cancel_pos, cancel_rows = index.first_of(_CANCELLED)
     cancelled = np.zeros(n, dtype=bool)
     cancelled[cancel_pos] = True
-    cancelled |= _numpy_bool(pc.equal(status, RequestStatus.STOPPED_BY_OPERATOR.value))
+    cancelled |= outcome == OUTCOMES.index(CANCELLED)
     rolled_back = (index.count(_ROLLBACK) > 0) | _numpy_bool(pc.is_in(status, value_set=pa.array(
         _ROLLED_BACK_STATUSES)))
-    success = _numpy_bool(pc.equal(status, RequestStatus.SUCCEEDED.value))
-    outcome = np.where(dry_run, OUTCOMES.index(DRY_RUN), np.where(cancelled, OUTCOMES.index(CANCELLED), np.where(
-        success, OUTCOMES.index(SUCCESS), OUTCOMES.index(FAILURE))))
     return pa.table({
         "request_id": _plain(done["request_id"]),
-        "intent": pc.coalesce(done["intent"], _scatter(n, start_pos, starts["intent"], pa.string()),
+        "intent": pc.coalesce(_plain(done["intent"]), _scatter(n, start_pos, starts["intent"], pa.string()),
                               pa.scalar(UNKNOWN_INTENT)),
         "status": status,
         "outcome": pa.array(OUTCOMES).take(pa.array(outcome)),
+        "reason": pc.if_else(pa.array(ended_well), pa.nulls(n, pa.string()), _plain(done["reason"])),
         "started": pa.array(started, type=pa.int64()).cast(TIMESTAMP),
         "ended": pa.array(ended_ms, type=pa.int64()).cast(TIMESTAMP),
         "duration_ms": done["duration_ms"],
-        "failed_step": _scatter(n, fail_pos, steps, pa.string()),
-        "error_class": _scatter(n, fail_pos, fails["error_class"], pa.string()),
-        "error": _scatter(n, fail_pos, fails["error"], pa.string()),
-        "signature": _scatter(n, fail_pos, pa.array(signatures, type=pa.string()), pa.string()),
+        "failed_step": ending_field(own_steps, legacy_steps),
+        "error_class": ending_field(done["error_class"], fails["error_class"]),
+        "error": ending_field(done["error"], fails["error"]),
+        "signature": ending_field(done["signature"], pa.array(legacy_signatures, type=pa.string())),
         "retries": pa.array(index.count(_RETRY)),
         "rolled_back": pa.array(rolled_back),
         "cancelled": pa.array(cancelled),

@@ -2,8 +2,11 @@
 
 The dict is the JSON document `intent metrics --format json` prints and `--save-baseline` saves; its
 schema is documented in docs/metrics.md and versioned by ``schema_version`` (fields are only ever
-added within a version). Counts are over *executions*: requests that ended in the period and were
-not dry runs. success + failure + cancelled = total_executions; rollback_count overlaps failures.
+added within a version). Counts are over *executions*: requests that ended in the period and ran:
+not dry runs, not refusals (nothing ran: counted as ``refused_count``, by reason in
+``refused_by_reason``) and not waiting at a manual gate (``waiting_count``). success + failure +
+cancelled = total_executions; rollback_count overlaps failures. A request's outcome is its last
+ending, so a request resumed to success is a success.
 Averages are exact (integer sum / count); percentiles are nearest-rank (see percentiles.py).
 """
 
@@ -17,16 +20,18 @@ import pyarrow.compute as pc
 
 from intent_pipelines.alerts.signatures import normalize
 from intent_pipelines.metrics.percentiles import grouped_percentiles
-from intent_pipelines.metrics.requests import CANCELLED, DRY_RUN, FAILURE, SUCCESS
+from intent_pipelines.metrics.requests import CANCELLED, DRY_RUN, FAILURE, REFUSED, SUCCESS, WAITING
 
 SCHEMA_NAME: Final = "intent-pipelines/metrics"
-SCHEMA_VERSION: Final = 1
+# 2: refusals and waiting requests are no longer executions (refused_count, waiting_count, refused_by_reason).
+SCHEMA_VERSION: Final = 2
 PERCENTILE_METHOD: Final = "nearest-rank"
 UNKNOWN_STEP: Final = "(unknown)"
 
 # Every field of a stats block, in the order the JSON shows them.
 STAT_FIELDS: Final = (
     "total_executions", "success_count", "failure_count", "cancelled_count", "rollback_count", "dry_run_count",
+    "refused_count", "waiting_count",
     "success_rate", "avg_duration_ms", "p50_duration_ms", "p95_duration_ms", "retries", "requests_with_retries",
     "replay_count", "cancel_latency_p50_ms", "cancel_latency_p95_ms",
 )
@@ -47,9 +52,9 @@ def _ints(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], npt.NDArray[n
 def _grouped_stats(requests: pa.Table, codes: npt.NDArray[np.int64], groups: int) -> list[dict[str, Any]]:
     """STAT_FIELDS for each group code in [0, groups)."""
     outcome = requests["outcome"]
-    is_success, is_failure, is_cancelled, is_dry = (
-        _bools(pc.equal(outcome, value)) for value in (SUCCESS, FAILURE, CANCELLED, DRY_RUN))
-    executed = ~is_dry
+    is_success, is_failure, is_cancelled, is_dry, is_refused, is_waiting = (
+        _bools(pc.equal(outcome, value)) for value in (SUCCESS, FAILURE, CANCELLED, DRY_RUN, REFUSED, WAITING))
+    executed = is_success | is_failure | is_cancelled
     rolled_back = _bools(requests["rolled_back"]) & executed
     retries, _ = _ints(requests["retries"])
     replayed = np.asarray(pc.is_valid(requests["replay_of"]).to_numpy(zero_copy_only=False), dtype=bool) & executed
@@ -78,6 +83,8 @@ def _grouped_stats(requests: pa.Table, codes: npt.NDArray[np.int64], groups: int
         "cancelled_count": count(is_cancelled),
         "rollback_count": count(rolled_back),
         "dry_run_count": count(is_dry),
+        "refused_count": count(is_refused),
+        "waiting_count": count(is_waiting),
         "retries": total(retries, executed),
         "requests_with_retries": count(executed & (retries > 0)),
         "replay_count": count(replayed),
@@ -135,7 +142,7 @@ def _by_step(requests: pa.Table) -> list[dict[str, Any]]:
 
 
 def rollup(requests: pa.Table, *, first: date | None = None, last: date | None = None) -> dict[str, Any]:
-    """The metrics document (schema_version 1) of the requests (rows of requests.REQUESTS_SCHEMA)."""
+    """The metrics document (SCHEMA_VERSION) of the requests (rows of requests.REQUESTS_SCHEMA)."""
     doc: dict[str, Any] = {
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -144,9 +151,13 @@ def rollup(requests: pa.Table, *, first: date | None = None, last: date | None =
         "overall": empty_stats(),
         "by_intent": [],
         "by_step": [],
+        "refused_by_reason": {},
     }
     if requests.num_rows == 0:
         return doc
+    refused = requests.filter(pc.equal(requests["outcome"], REFUSED))
+    reasons = pc.fill_null(refused["reason"], "unknown").to_pylist()
+    doc["refused_by_reason"] = {r: reasons.count(r) for r in sorted(set(reasons))}
     doc["overall"] = _grouped_stats(requests, np.zeros(requests.num_rows, dtype=np.int64), 1)[0]
     encoded = pc.dictionary_encode(requests["intent"]).combine_chunks()
     names = encoded.dictionary.to_pylist()
@@ -194,7 +205,8 @@ def to_text(doc: dict[str, Any], *, by_intent: bool = True, by_step: bool = True
              f"Overall: Total executions: {total}  Success rate: {format_rate(o['success_rate'])} "
              f"({o['success_count']}/{total})  Avg duration: {format_duration(o['avg_duration_ms'])}  "
              f"p50: {format_duration(o['p50_duration_ms'])}  p95: {format_duration(o['p95_duration_ms'])}",
-             f"  Failures: {o['failure_count']}  Cancelled: {o['cancelled_count']}  "
+             f"  Failures: {o['failure_count']}  Cancelled: {o['cancelled_count']}  Refused: {o['refused_count']}  "
+             f"Waiting: {o['waiting_count']}  "
              f"Rolled back: {o['rollback_count']}  Retries: {o['retries']}  Dry runs: {o['dry_run_count']}  "
              f"Cancel latency p50/p95: {format_duration(o['cancel_latency_p50_ms'])}/"
              f"{format_duration(o['cancel_latency_p95_ms'])}"]

@@ -36,6 +36,8 @@ requests = sa.Table(
     sa.Column("who", sa.String(128), nullable=False, default=""),
     sa.Column("replay_of", sa.String(64), index=True),
     sa.Column("error", sa.Text, nullable=False, default=""),
+    # The status.Reason of the ending (lifecycle/finish.py); null while running.
+    sa.Column("reason_code", sa.String(32)),
     # The CLI exit code the outcome maps to (errors.py table); 0 while running or on success.
     sa.Column("exit_code", sa.Integer, nullable=False, default=0),
     sa.Column("started_at", sa.Float, nullable=False),
@@ -52,6 +54,11 @@ requests = sa.Table(
     sa.Column("cancel_requested_at", sa.Float),
     sa.Column("cancel_grace_s", sa.Float),
     sa.Column("cancel_status", sa.String(32)),
+    # The process that runs the request (an `intent run`, a run worker): dead on its own host means
+    # the request crashed, whatever its lease says. owner_token is the process start time (pids are reused).
+    sa.Column("owner_host", sa.String(256)),
+    sa.Column("owner_pid", sa.Integer),
+    sa.Column("owner_token", sa.BigInteger),
 )
 
 step_states = sa.Table(

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from intent_pipelines.audit.events import Event
 from intent_pipelines.audit.record import (
     FORMAT_VERSION,
     GENESIS_PREV,
@@ -72,11 +73,16 @@ def _make_engine(url: str) -> Engine:
 
 
 def _check_columns(engine: Engine) -> None:
-    """Refuse a store created by an older version instead of failing later on a missing column."""
+    """Add the nullable columns a newer version brought; refuse a store that lacks any other column."""
     inspector = sa.inspect(engine)
     for table in schema.metadata.sorted_tables:
         present = {c["name"] for c in inspector.get_columns(table.name)}
-        missing = sorted({c.name for c in table.columns} - present)
+        addable = [c for c in table.columns if c.name not in present and c.nullable and not c.primary_key]
+        for column in addable:
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+        missing = sorted({c.name for c in table.columns} - present - {c.name for c in addable})
         if missing:
             raise StoreError(f"the state store's table {table.name} lacks columns {', '.join(missing)}: "
                              "it was created by an older version",
@@ -123,6 +129,10 @@ class StateStore:
         across processes and hosts the write lock serializes the batches into one chain.
         """
         return self._committer.append(AuditEvent(kind, request_id, run_id, body))
+
+    def append_event(self, event: Event, *, request_id: str, run_id: str) -> AuditRecord:
+        """Append one typed event (audit/events.py): the way every writer records a fact."""
+        return self.append_audit(event.KIND, request_id=request_id, run_id=run_id, body=event.body())
 
     def append_audit_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         """Append several records in one transaction, in order."""
@@ -321,6 +331,8 @@ class StateStore:
         if status is not None:
             values["status"] = status.value
             values["ended_at"] = time.time() if status.final else None
+            if not status.final:
+                values["reason_code"] = None  # a resumed request has no ending until it ends again
         if phase is not None:
             values["phase"] = phase
         if run_id is not None:
@@ -332,6 +344,24 @@ class StateStore:
         with self._begin() as conn:
             conn.execute(schema.requests.update()
                          .where(schema.requests.c.request_id == request_id).values(**values))
+
+    def end_request_row(self, request_id: str, *, status: RequestStatus, reason: str, error: str,
+                        exit_code: int) -> bool:
+        """Mark a RUNNING request ended; False when it is not running (someone else ended it first)."""
+        now = time.time()
+        table = schema.requests
+        with self._begin() as conn:
+            result = conn.execute(table.update().where(table.c.request_id == request_id,
+                                                       table.c.status == RequestStatus.RUNNING.value)
+                                  .values(status=status.value, phase=status.value, error=error, exit_code=exit_code,
+                                          reason_code=reason, updated_at=now, ended_at=now))
+        return bool(result.rowcount == 1)
+
+    def set_owner(self, request_id: str, *, host: str, pid: int, token: int | None) -> None:
+        """Record the process that runs the request now (see schema.requests.owner_*)."""
+        with self._begin() as conn:
+            conn.execute(schema.requests.update().where(schema.requests.c.request_id == request_id)
+                         .values(owner_host=host, owner_pid=pid, owner_token=token))
 
     def heartbeat(self, request_id: str, *, last_log_line: str | None = None, pgid: int | None = None,
                   host: str | None = None) -> None:

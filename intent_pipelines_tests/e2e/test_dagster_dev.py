@@ -111,7 +111,7 @@ def test_reexecute_from_failure_continues_the_same_request(stack: Stack) -> None
 
 
 def test_bad_param_fails_in_preflight_without_running_a_step(stack: Stack) -> None:
-    """Deploying an unknown app over GraphQL fails in preflight, runs no step, and names the app."""
+    """Deploying an unknown app over GraphQL is refused in preflight, runs no step, and names the app."""
     client = stack.dev.client
     run_id = client.launch_run("deploy_app", {"app": "no-such-app"})
     assert client.wait_for_run(run_id, timeout=60) == "FAILURE"
@@ -120,6 +120,6 @@ def test_bad_param_fails_in_preflight_without_running_a_step(stack: Stack) -> No
     assert step_stats == {"preflight": "FAILURE"}
     store = stack.store()
     request = store.request(run_id)
-    assert request is None or request["status"] == "FAILED"
+    assert request is not None and (request["status"], request["reason_code"]) == ("REFUSED", "bad_input")
     assert store.steps(run_id) == []
     assert "no-such-app" in "\n".join(client.failure_messages(run_id))

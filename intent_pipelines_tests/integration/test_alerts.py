@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from intent_pipelines.alerts.log import AlertRecord, alert_log_path, read_alerts
-from intent_pipelines.alerts.notify import handle_failure, notify_failure
+from intent_pipelines.alerts.log import AlertRecord, alert_log_path, find_alert, read_alerts
+from intent_pipelines.alerts.notify import notify_request, notify_unrecorded
 from intent_pipelines.alerts.webhook import DELIVERY_LOG, WebhookConfig, deliver
 from intent_pipelines.cli.main import main
 from intent_pipelines.dagster_defs.failure_sensor import intent_cancel_alerts_sensor, intent_failure_alerts_sensor
@@ -75,6 +75,13 @@ def failure_context(instance: dg.DagsterInstance, result: dg.ExecuteInProcessRes
     ).for_run_failure()
 
 
+def alert_of(home: IntentHome, run_id: str) -> AlertRecord:
+    """The alert line the run's own ending wrote (no sensor involved)."""
+    alert = find_alert(home, run_id)
+    assert alert is not None, f"run {run_id} wrote no alert line"
+    return alert
+
+
 def alert_lines(home: IntentHome) -> list[dict[str, Any]]:
     path = alert_log_path(home)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -131,15 +138,17 @@ def hook() -> Iterator[Hook]:
 # --- the sensor ------------------------------------------------------------------------------------
 
 
-def test_sensor_writes_one_alert_line_report_and_forensics(user_intents: Path, instance: dg.DagsterInstance,
-                                                           sample_home: IntentHome) -> None:
-    """A failed intent run evaluated by the failure sensor yields one alert line, a report and forensics."""
+def test_failed_run_writes_one_alert_line_report_and_forensics(user_intents: Path, instance: dg.DagsterInstance,
+                                                               sample_home: IntentHome) -> None:
+    """A failed run alerts as it ends (no sensor, no daemon): one line, a report, forensics; the sensor adds nothing."""
     result, request = run_intent("boom", {}, instance)
     assert not result.success and request["status"] == "FAILED"
+    written = alert_lines(sample_home)
 
     intent_failure_alerts_sensor(failure_context(instance, result))
 
     [line] = alert_lines(sample_home)
+    assert [line] == written and line["category"] == "failure" and line["status"] == "FAILED"
     assert line["run_id"] == line["request_id"] == result.run_id
     assert (line["intent"], line["step"], line["error_class"], line["exit_code"]) == ("boom", "explode",
                                                                                      "StepFailed", 10)
@@ -148,7 +157,7 @@ def test_sensor_writes_one_alert_line_report_and_forensics(user_intents: Path, i
     assert len(line["signature"]) == 12
 
     report = Path(line["report"]).read_text()
-    assert report.startswith(f"# boom request {result.run_id} failed")
+    assert report.startswith(f"# boom request {result.run_id}: FAILED")
     assert "deterministic step failure" in report and "**Exit code:** 10 (command exited 1)" in report
     assert f"`intent resume {result.run_id}`" in report and "re-execute the run from failure" in report
     assert "cannot read /srv/app/" in report and "preparing" in report  # both step logs' tails
@@ -165,16 +174,17 @@ def test_sensor_writes_one_alert_line_report_and_forensics(user_intents: Path, i
 
 def test_sensor_twice_writes_no_duplicate(user_intents: Path, instance: dg.DagsterInstance,
                                           sample_home: IntentHome, engine: Engine) -> None:
-    """A redelivered sensor evaluation and a direct handle_failure call add nothing for an alerted run."""
+    """Sensor evaluations (also redelivered) and a direct notify_request add nothing for an alerted run."""
     result, _ = run_intent("boom", {}, instance)
     context = failure_context(instance, result)
     intent_failure_alerts_sensor(context)
     first = alert_lines(sample_home)
     intent_failure_alerts_sensor(context)
-    again = handle_failure(sample_home, engine.store, result.run_id, result.run_id)
+    again = notify_request(sample_home, engine.store, run_id=result.run_id, request_id=result.run_id)
 
-    assert alert_lines(sample_home) == first
-    assert again.ts == first[0]["ts"] and again.signature == first[0]["signature"]
+    assert alert_lines(sample_home) == first and len(first) == 1
+    assert again is not None and not again.new
+    assert again.alert.ts == first[0]["ts"] and again.alert.signature == first[0]["signature"]
     assert len(list(sample_home.forensics.joinpath(result.run_id).iterdir())) == 1
 
 
@@ -195,7 +205,7 @@ def test_sensor_ignores_runs_that_are_not_intents(sample_home: IntentHome, insta
 
 def test_canceled_run_is_alerted_as_operator_stop(user_intents: Path, instance: dg.DagsterInstance,
                                                   sample_home: IntentHome) -> None:
-    """A run canceled before the engine ran anything is alerted by the cancel sensor as operator_stop."""
+    """A run canceled before the engine ran anything is alerted by the cancel sensor as a stop, not a failure."""
     job = make_intent_job(IntentCatalog.discover().get("boom"))
     run = instance.create_run_for_job(job, tags={"intent/name": "boom"}, run_config={})
     event = instance.report_run_canceled(run, message="terminated from the UI")
@@ -209,6 +219,7 @@ def test_canceled_run_is_alerted_as_operator_stop(user_intents: Path, instance: 
     [line] = alert_lines(sample_home)
     assert (line["intent"], line["reason"], line["run_status"], line["phase"]) == ("boom", "operator_stop",
                                                                                   "CANCELED", "LAUNCH")
+    assert line["category"] == "stopped" and line["status"] == "STOPPED_BY_OPERATOR"
     assert "intent resume" in Path(line["report"]).read_text()
 
 
@@ -217,36 +228,37 @@ def test_timeout_is_categorised_and_its_process_group_captured(user_intents: Pat
     """A step killed by its timeout alerts with reason timeout, exit 11 and a `ps` of its process group."""
     result, request = run_intent("slow", {}, instance)
     assert request["exit_code"] == 11
-    alert = handle_failure(sample_home, engine.store, result.run_id, result.run_id)
+    alert = alert_of(sample_home, result.run_id)
     assert (alert.reason, alert.error_class, alert.step) == ("timeout", "StepTimeout", "hang")
     ps = (Path(alert.forensics) / "ps.txt").read_text()
     assert ps.splitlines()[0].split()[:3] == ["PID", "PPID", "PGID"]
     assert "raise the step's `timeout`" in Path(alert.report).read_text()
 
 
-def test_bad_input_fails_in_preflight_with_fix_the_input_advice(sample_home: IntentHome, instance: dg.DagsterInstance,
-                                                                engine: Engine) -> None:
-    """An unknown app is alerted as bad_input in preflight, with the exact commands to check and rerun."""
+def test_bad_input_is_refused_in_preflight_with_fix_the_input_advice(sample_home: IntentHome,
+                                                                     instance: dg.DagsterInstance) -> None:
+    """An unknown app is a refusal (not a failure page): bad_input in preflight, with the commands to check and rerun."""
     result, request = run_intent("deploy-app", {"app": "no-such-app"}, instance)
-    assert request["exit_code"] == 4
-    alert = handle_failure(sample_home, engine.store, result.run_id, result.run_id)
+    assert request["exit_code"] == 4 and request["status"] == "REFUSED"
+    alert = alert_of(sample_home, result.run_id)
     assert (alert.reason, alert.step, alert.phase, alert.error_class) == ("bad_input", "preflight", "PREFLIGHT",
                                                                           "FleetError")
+    assert alert.category == "refused" and alert.forensics == ""
     report = Path(alert.report).read_text()
     assert "`intent plan deploy-app -p NAME=VALUE`" in report and "`intent validate`" in report
 
 
 def test_lock_busy_names_the_unlock_command(user_intents: Path, instance: dg.DagsterInstance,
                                             sample_home: IntentHome, engine: Engine) -> None:
-    """A request refused because its lock is held is alerted as lock, naming `intent unlock <lock>`."""
+    """A request refused because its lock is held is alerted as lock_busy, naming `intent unlock <lock>`."""
     (user_intents / "locked.yaml").write_text(
         "name: locked\nsummary: takes a lock\npolicy: {lock: 'target:one'}\n"
         "steps:\n  - id: work\n    run: [python3, -c, 'pass']\n")
     engine.store.acquire_lock("target:one", request_id="someone-else", run_id="someone-else", ttl_s=600)
     result, request = run_intent("locked", {}, instance)
-    assert request["exit_code"] == 7
-    alert = handle_failure(sample_home, engine.store, result.run_id, result.run_id)
-    assert (alert.reason, alert.error_class) == ("lock", "LockBusy")
+    assert request["exit_code"] == 7 and request["status"] == "REFUSED"
+    alert = alert_of(sample_home, result.run_id)
+    assert (alert.reason, alert.error_class, alert.category) == ("lock_busy", "LockBusy", "refused")
     report = Path(alert.report).read_text()
     assert "`intent unlock target:one`" in report and "someone-else" in report
 
@@ -257,7 +269,7 @@ def test_signatures_cluster_repeated_failures(user_intents: Path, instance: dg.D
     first, _ = run_intent("boom", {}, instance)
     second, _ = run_intent("boom", {}, instance)
     slow, _ = run_intent("slow", {}, instance)
-    alerts = [handle_failure(sample_home, engine.store, r.run_id, r.run_id) for r in (first, second, slow)]
+    alerts = [alert_of(sample_home, r.run_id) for r in (first, second, slow)]
     assert alerts[0].message != alerts[1].message
     assert alerts[0].signature == alerts[1].signature != alerts[2].signature
 
@@ -309,12 +321,15 @@ def test_hanging_webhook_logs_the_delivery_failure_and_keeps_the_alert(
     """A webhook that never answers times out, the failure is logged, and the alert line stands."""
     hook.hang = True
     result, _ = run_intent("boom", {}, instance)
+    (sample_home.alerts / "intent-failures.log").unlink()  # alert again, now through the hanging webhook
+    (sample_home.alerts / "alerted-runs.idx").unlink()
     config = WebhookConfig(url=hook.url, attempts=2, **FAST_WEBHOOK)
     started = time.monotonic()
-    outcome = notify_failure(sample_home, engine.store, result.run_id, result.run_id, webhook=config)
+    outcome = notify_request(sample_home, engine.store, run_id=result.run_id, request_id=result.run_id,
+                             webhook=config)
     elapsed = time.monotonic() - started
 
-    assert outcome.new and outcome.delivery is not None and not outcome.delivery.delivered
+    assert outcome is not None and outcome.new and outcome.delivery is not None and not outcome.delivery.delivered
     assert "Timeout" in outcome.delivery.error and outcome.delivery.attempts == 2
     assert elapsed < 5, f"delivery took {elapsed:.1f}s; the timeout was not applied"
     [line] = alert_lines(sample_home)
@@ -328,7 +343,7 @@ def test_hanging_webhook_logs_the_delivery_failure_and_keeps_the_alert(
 def test_sensor_delivers_to_the_webhook_from_the_environment(
         hook: Hook, user_intents: Path, instance: dg.DagsterInstance, sample_home: IntentHome,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """With INTENT_ALERT_WEBHOOK_URL set, the sensor POSTs the new alert once, and not again on redelivery."""
+    """With INTENT_ALERT_WEBHOOK_URL set, the ending POSTs the alert once; the sensor does not POST it again."""
     monkeypatch.setenv("INTENT_ALERT_WEBHOOK_URL", hook.url)
     monkeypatch.setenv("INTENT_ALERT_WEBHOOK_TIMEOUT", "0.5")
     result, _ = run_intent("boom", {}, instance)
@@ -345,7 +360,8 @@ def test_intent_failures_summarises_by_intent_step_and_signature(user_intents: P
                                                                  sample_home: IntentHome, engine: Engine) -> None:
     """`intent failures` groups today's alerts by intent, step and signature, in text and in JSON."""
     runs = [run_intent(name, {}, instance)[0] for name in ("boom", "boom", "slow")]
-    alerts = [handle_failure(sample_home, engine.store, r.run_id, r.run_id) for r in runs]
+    run_intent("deploy-app", {"app": "no-such-app"}, instance)  # a refusal: on the record, not a failure
+    alerts = [alert_of(sample_home, r.run_id) for r in runs]
     runner = CliRunner()
 
     as_json = runner.invoke(main, ["failures", "--format", "json"])
@@ -355,6 +371,7 @@ def test_intent_failures_summarises_by_intent_step_and_signature(user_intents: P
     assert day["total"] == data["total"] == 3
     assert day["by_intent"] == {"boom": 2, "slow": 1}
     assert day["by_reason"] == {"step_failed": 2, "timeout": 1}
+    assert day["refused"] == 1
     top = day["groups"][0]
     assert (top["intent"], top["step"], top["count"], top["signature"]) == ("boom", "explode", 2,
                                                                             alerts[0].signature)
@@ -382,12 +399,14 @@ def test_intent_failures_rejects_bad_options(sample_home: IntentHome) -> None:
 
 def test_alert_log_survives_a_line_missing_from_the_index(sample_home: IntentHome, engine: Engine) -> None:
     """A crash between the log append and the index append still never duplicates the alert."""
-    first = handle_failure(sample_home, engine.store, "run-x", "run-x", intent="boom", fallback_message="died")
+    first = notify_unrecorded(sample_home, run_id="run-x", request_id="run-x", intent="boom", run_status="FAILURE",
+                              fallback_message="died").alert
     (sample_home.alerts / "alerted-runs.idx").write_text("")  # as if the process died before indexing
-    again = handle_failure(sample_home, engine.store, "run-x", "run-x", intent="boom")
+    again = notify_unrecorded(sample_home, run_id="run-x", request_id="run-x", intent="boom", run_status="FAILURE",
+                              fallback_message="died again").alert
     assert again == first
     assert [a.run_id for a in read_alerts(sample_home)] == ["run-x"]
-    assert first.reason == "crash" and first.message == "died"
+    assert first.reason == "crash" and first.message == "died" and first.status == "CRASHED"
 
 
 def test_definitions_load_with_both_alert_sensors_running(sample_home: IntentHome) -> None:
@@ -409,12 +428,22 @@ class UnreachableStore(StateStore):
         raise StoreError("cannot open the state store at postgresql://db/intent: OperationalError")
 
 
-def test_alert_is_written_even_when_the_store_cannot_be_read(sample_home: IntentHome) -> None:
-    """With the state store down, the alert line still goes out, from Dagster's own failure message."""
+def test_alert_is_written_even_when_the_store_cannot_be_read(sample_home: IntentHome, instance: dg.DagsterInstance,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the state store down, the failure sensor still writes the alert line, from Dagster's own message."""
+    job = make_intent_job(IntentCatalog.discover().get("deploy-app"))
+    run = instance.create_run_for_job(job, tags={"intent/name": "deploy-app"}, run_config={"app": "hello-api"})
+    event = instance.report_run_failed(run, message='Execution of run for "deploy_app" failed. Steps failed: [\'build\'].')
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed is not None
     store = UnreachableStore(sample_home.store_url())
-    alert = handle_failure(sample_home, store, "run-y", "run-y", intent="deploy-app",
-                           fallback_message='Execution of run for "deploy_app" failed. Steps failed: [\'build\'].')
+    monkeypatch.setattr(IntentRuntime, "engine", lambda self: Engine(sample_home, store))
+    context = dg.build_run_status_sensor_context(sensor_name=intent_failure_alerts_sensor.name, dagster_event=event,
+                                                 dagster_instance=instance, dagster_run=failed,
+                                                 resources={"intent": IntentRuntime()}).for_run_failure()
+    intent_failure_alerts_sensor(context)
+    alert = alert_of(sample_home, run.run_id)
     [line] = alert_lines(sample_home)
-    assert line["run_id"] == "run-y" and alert.reason == "crash" and alert.intent == "deploy-app"
+    assert line["run_id"] == run.run_id and alert.reason == "crash" and alert.intent == "deploy-app"
     assert "Steps failed" in alert.message and "state store could not be read" in alert.message
     assert Path(alert.report).exists()

@@ -65,7 +65,7 @@ def test_prod_deploy_needs_confirmation_and_explicit_ref(sample_home: IntentHome
                                                          instance: dg.DagsterInstance) -> None:
     """Policy refuses prod deploys of HEAD and asks for confirmation otherwise; nothing is built."""
     result, request = run_intent("deploy-app", {**APP, "env": "prod"}, instance)
-    assert request["status"] == "FAILED" and request["exit_code"] == 5
+    assert request["status"] == "REFUSED" and request["exit_code"] == 5
     assert "explicit ref" in request["error"]
     result, request = run_intent("deploy-app", {**APP, "env": "prod", "ref": "master"}, instance)
     assert request["exit_code"] in (6, 4)
@@ -157,6 +157,6 @@ def test_bad_param_fails_before_any_step(sample_home: IntentHome, instance: dg.D
     """An unknown app fails in preflight with a clear message and no step state at all."""
     result, request = run_intent("deploy-app", {"app": "no-such-app"}, instance)
     assert not result.success
-    assert request["status"] == "FAILED" and request["exit_code"] == 4
+    assert request["status"] == "REFUSED" and request["exit_code"] == 4
     assert "not in the fleet" in request["error"]
     assert engine.store.steps(result.run_id) == []

@@ -185,7 +185,7 @@ steps:
     engine.store.acquire_lock("thing:a", request_id="other-request", run_id="other-run", ttl_s=300)
     result, request = run_intent("locked", {}, instance)
     assert not result.success
-    assert request["status"] == "FAILED" and request["exit_code"] == 7
+    assert request["status"] == "REFUSED" and request["exit_code"] == 7
     assert "held by request other-request" in request["error"]
     assert not marker.exists()
     engine.store.release_lock("thing:a", request_id="other-request")

@@ -193,17 +193,17 @@ def test_rejected_gate_rolls_back_completed_steps_and_cannot_be_resumed(work: Wo
     assert work.events() == ["a", "undo-a"]
 
 
-def test_rejected_gate_without_rollbacks_fails_with_exit_17_every_time(work: Work) -> None:
-    """A rejected gate with nothing to roll back fails the request with exit 17 on every resume, and cannot be approved later."""
+def test_rejected_gate_without_rollbacks_ends_rejected_for_good(work: Work) -> None:
+    """A rejected gate with nothing to roll back ends the request REJECTED (exit 17); it can be neither resumed nor approved."""
     request_id = outcome_of("run", "gated-plain", code=16)["request_id"]
     code, _, err = invoke_cli("reject", request_id, "--step", "gate", "--reason", "no")
     assert code == 0, err
-    for _ in range(2):
-        ended = outcome_of("resume", request_id, code=17)
-        assert ended["status"] == "FAILED" and "gate gate was rejected" in ended["error"]
+    ended = outcome_of("resume", request_id, code=17)
+    assert ended["status"] == "REJECTED" and "gate gate was rejected" in ended["error"]
+    code, _, err = invoke_cli("resume", request_id)
+    assert code == 2 and "is REJECTED" in error_line(err)
     code, _, err = invoke_cli("approve", request_id, "--step", "gate", "--reason", "changed my mind")
     assert code == 2 and "was already rejected" in error_line(err)
-    outcome_of("resume", request_id, code=17)
     assert work.events() == ["a"]
     assert work.audit(request_id, "gate.approved") == []
 
@@ -320,7 +320,7 @@ def test_launchpad_confirm_takes_true_or_the_plan_hash(work: Work, instance: dg.
     for config in ({}, {"confirm": plan_hash, "n": 2}):
         result, request = run_intent("guarded", config, instance)
         assert not result.success
-        assert (request["status"], request["exit_code"]) == ("FAILED", 6)
+        assert (request["status"], request["exit_code"]) == ("REFUSED", 6)
     assert work.events() == ["n=1"] * 3
 
 

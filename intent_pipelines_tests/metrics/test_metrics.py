@@ -17,7 +17,7 @@ from intent_pipelines.metrics.requests import (
     read_events,
 )
 from intent_pipelines.metrics.rollup import SCHEMA_VERSION, empty_stats, rollup, rollup_rows, to_text
-from intent_pipelines_tests.metrics.conftest import DAY, Event, events_table
+from intent_pipelines_tests.metrics.conftest import DAY, LEGACY_EVENTS, SWITCH_FAILED, Event, events_table
 
 pytestmark = pytest.mark.unit
 
@@ -35,15 +35,20 @@ def rows_signature(events: pa.Table, request_id: str) -> object:
 def test_one_row_per_request_that_ended_on_the_day(events: pa.Table) -> None:
     """Requests ending on the day get a row (even one started the day before); later and unfinished ones do not."""
     rows = _rows(events)
-    assert sorted(rows) == sorted(["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"])
+    assert sorted(rows) == sorted(["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r12"])
     assert derive_requests(events, first=date(2026, 3, 11), last=date(2026, 3, 11))["request_id"].to_pylist() == ["r10"]
 
 
 def test_row_fields_come_from_the_right_records(events: pa.Table) -> None:
     """Outcome, flags, failed step, signature, retries, cancel latency, dry run and replay link are derived exactly."""
     rows = _rows(events)
-    assert [rows[r]["outcome"] for r in ("r1", "r3", "r4", "r6", "r7", "r8")] == [
-        "success", "failure", "cancelled", "failure", "dry_run", "failure"]
+    assert [rows[r]["outcome"] for r in ("r1", "r3", "r4", "r6", "r7", "r8", "r12")] == [
+        "success", "failure", "cancelled", "failure", "dry_run", "refused", "success"]
+    assert (rows["r8"]["status"], rows["r8"]["reason"]) == ("REFUSED", "bad_input")
+    # r12 failed, was resumed and succeeded: its last ending counts, and a success has no failure fields.
+    assert (rows["r12"]["status"], rows["r12"]["duration_ms"], rows["r12"]["failed_step"]) == ("SUCCEEDED", 304_000,
+                                                                                               None)
+    assert rows["r12"]["signature"] is None and rows["r3"]["reason"] == "step_failed"
     assert rows["r2"]["retries"] == 1 and rows["r1"]["retries"] == 0
     assert rows["r3"]["rolled_back"] and not rows["r6"]["rolled_back"]
     assert rows["r3"]["failed_step"] == "switch" and rows["r3"]["error_class"] == "StepFailed"
@@ -71,23 +76,26 @@ def test_rollup_matches_the_hand_computed_figures(events: pa.Table) -> None:
     doc = rollup(derive_requests(events, first=DAY, last=DAY), first=DAY, last=DAY)
     assert doc["schema_version"] == SCHEMA_VERSION and doc["percentile_method"] == "nearest-rank"
     assert doc["period"] == {"from": "2026-03-10", "to": "2026-03-10"}
-    # Executions r1 r2 r3 r4 r5 r6 r8 r9 (r7 is a dry run); durations 3 5000 7000 10000 20000 30000 40000 50000.
+    # Executions r1 r2 r3 r4 r5 r6 r9 r12 (r7 is a dry run, r8 a refusal); durations
+    # 5000 7000 10000 20000 30000 40000 50000 304000 (r12's last ending).
     assert doc["overall"] == {
-        "total_executions": 8, "success_count": 4, "failure_count": 3, "cancelled_count": 1, "rollback_count": 1,
-        "dry_run_count": 1, "success_rate": 0.5, "avg_duration_ms": 162_003 / 8, "p50_duration_ms": 10_000,
-        "p95_duration_ms": 50_000, "retries": 1, "requests_with_retries": 1, "replay_count": 1,
-        "cancel_latency_p50_ms": 1500, "cancel_latency_p95_ms": 1500}
+        "total_executions": 8, "success_count": 5, "failure_count": 2, "cancelled_count": 1, "rollback_count": 1,
+        "dry_run_count": 1, "refused_count": 1, "waiting_count": 0, "success_rate": 0.625,
+        "avg_duration_ms": 466_000 / 8, "p50_duration_ms": 20_000, "p95_duration_ms": 304_000, "retries": 1,
+        "requests_with_retries": 1, "replay_count": 1, "cancel_latency_p50_ms": 1500, "cancel_latency_p95_ms": 1500}
+    assert doc["refused_by_reason"] == {"bad_input": 1}
     deploy, restart = doc["by_intent"]
     assert (deploy["intent"], deploy["total_executions"], deploy["success_count"], deploy["success_rate"]) == (
-        "deploy-app", 5, 3, 0.6)
-    assert (deploy["avg_duration_ms"], deploy["p50_duration_ms"], deploy["p95_duration_ms"]) == (30_000, 30_000, 50_000)
-    assert (restart["intent"], restart["total_executions"], restart["failure_count"], restart["dry_run_count"]) == (
-        "restart-app", 3, 2, 1)
-    assert (restart["avg_duration_ms"], restart["p50_duration_ms"], restart["p95_duration_ms"]) == (4001.0, 5000, 7000)
+        "deploy-app", 6, 4, 4 / 6)
+    assert (deploy["avg_duration_ms"], deploy["p50_duration_ms"], deploy["p95_duration_ms"]) == (
+        454_000 / 6, 30_000, 304_000)
+    assert (restart["intent"], restart["total_executions"], restart["failure_count"], restart["dry_run_count"],
+            restart["refused_count"]) == ("restart-app", 2, 1, 1, 1)
+    assert (restart["avg_duration_ms"], restart["p50_duration_ms"], restart["p95_duration_ms"]) == (6000.0, 5000, 7000)
     assert restart["cancel_latency_p95_ms"] is None
     assert [(s["intent"], s["step"], s["failure_count"]) for s in doc["by_step"]] == [
-        ("deploy-app", "switch", 1), ("restart-app", "(preflight)", 1), ("restart-app", "restart", 1)]
-    assert doc["by_step"][0]["top_message"] == normalize("health check failed after 30s on 10.0.0.7")
+        ("deploy-app", "switch", 1), ("restart-app", "restart", 1)]
+    assert doc["by_step"][0]["top_message"] == normalize(SWITCH_FAILED.one_line())
     assert doc["by_step"][0]["top_signature"] == rows_signature(events, "r3")
 
 
@@ -96,8 +104,9 @@ def test_text_reads_like_the_issue_example(events: pa.Table) -> None:
     text = to_text(rollup(derive_requests(events, first=DAY, last=DAY), first=DAY, last=DAY))
     lines = text.splitlines()
     assert lines[0] == "Intent System Metrics - 2026-03-10"
-    assert lines[1].startswith("Overall: Total executions: 8  Success rate: 50.0% (4/8)  Avg duration: 20.3s")
-    assert "  deploy-app: 5 runs, 60.0% success, avg 30.0s, p95 50.0s, 1 rolled back, 1 cancelled" in lines
+    assert lines[1].startswith("Overall: Total executions: 8  Success rate: 62.5% (5/8)  Avg duration: 58.2s")
+    assert "Refused: 1  Waiting: 0" in lines[2]
+    assert "  deploy-app: 6 runs, 66.7% success, avg 1m15s, p95 5m04s, 1 rolled back, 1 cancelled" in lines
     assert any(line.startswith("  switch (deploy-app): 1 failure (health check failed") for line in lines)
 
 
@@ -129,7 +138,8 @@ def test_missing_bodies_and_malformed_fields_are_tolerated(legacy: bool) -> None
         Event("2026-03-10T09:00:01.000Z", "a", "request.complete", {"status": "FAILED"})], legacy=legacy)
     row = derive_requests(events).to_pylist()[0]
     assert (row["outcome"], row["dry_run"], row["cancel_latency_ms"], row["duration_ms"]) == (
-        "cancelled", False, None, None)
+        "failure", False, None, None)
+    assert row["cancelled"]
     bare = derive_requests(events.drop_columns(["body"])).to_pylist()[0]
     assert bare["request_id"] == "a" and bare["signature"] is None
 
@@ -137,7 +147,17 @@ def test_missing_bodies_and_malformed_fields_are_tolerated(legacy: bool) -> None
 def test_typed_and_legacy_exports_give_identical_rows() -> None:
     """Rows from the typed body-field columns equal rows parsed from the bodies of an older export, field by field."""
     typed, legacy = derive_requests(events_table()), derive_requests(events_table(legacy=True))
-    assert typed.num_rows == 10 and typed.equals(legacy)
+    assert typed.num_rows == 11 and typed.equals(legacy)
+
+
+def test_chains_written_before_typed_endings_stay_readable() -> None:
+    """An old chain's refusal (FAILED after request.refused) counts as refused; its failure fields come from step.fail."""
+    rows = {row["request_id"]: row for row in derive_requests(events_table(LEGACY_EVENTS)).to_pylist()}
+    assert (rows["old1"]["outcome"], rows["old1"]["failed_step"], rows["old1"]["error_class"]) == (
+        "failure", "switch", "StepFailed")
+    assert rows["old1"]["signature"] == signature("health check failed after 30s on 10.0.0.7", step="switch",
+                                                  error_class="StepFailed")
+    assert (rows["old2"]["outcome"], rows["old2"]["failed_step"]) == ("refused", "(preflight)")
 
 
 def test_typed_columns_are_read_and_bodies_never_are(tmp_path: Path) -> None:

@@ -80,18 +80,18 @@ def test_assets_write_requests_rollup_and_signatures_from_exported_days(setup: S
 
     requests = pq.read_table(setup.file("intent_requests"))
     assert requests.schema.remove_metadata() == REQUESTS_SCHEMA
-    assert sorted(requests["request_id"].to_pylist()) == sorted(f"r{i}" for i in range(1, 10))
+    assert sorted(requests["request_id"].to_pylist()) == sorted([*(f"r{i}" for i in range(1, 10)), "r12"])
     assert _meta(result, "intent_requests")["sources"] == {BEFORE: "parquet", DAY.isoformat(): "parquet"}
 
     meta = _meta(result, "intent_metrics")
-    assert (meta["success_rate"], meta["p95_duration_ms"], meta["total_executions"]) == (0.5, 50_000, 8)
-    assert (meta["failure_count"], meta["rollback_count"], meta["cancelled_count"]) == (3, 1, 1)
+    assert (meta["success_rate"], meta["p95_duration_ms"], meta["total_executions"]) == (0.625, 304_000, 8)
+    assert (meta["failure_count"], meta["rollback_count"], meta["cancelled_count"]) == (2, 1, 1)
     assert meta["rollup"] == rollup(derive_requests(events_table(), first=DAY, last=DAY), first=DAY, last=DAY)
     rows = pq.read_table(setup.file("intent_metrics")).to_pylist()
     overall = next(r for r in rows if r["scope"] == "overall")
-    assert (overall["total_executions"], overall["p50_duration_ms"], overall["success_rate"]) == (8, 10_000, 0.5)
+    assert (overall["total_executions"], overall["p50_duration_ms"], overall["success_rate"]) == (8, 20_000, 0.625)
     assert {r["intent"] for r in rows if r["scope"] == "intent"} == {"deploy-app", "restart-app"}
-    assert [r["step"] for r in rows if r["scope"] == "step"] == ["switch", "(preflight)", "restart"]
+    assert [r["step"] for r in rows if r["scope"] == "step"] == ["switch", "restart"]
 
     signatures = pq.read_table(setup.file("failure_signatures")).to_pylist()
     assert sorted(s["step"] for s in signatures) == ["(preflight)", "build", "restart", "switch"]
@@ -114,7 +114,7 @@ def test_export_fills_the_typed_columns_from_the_bodies(setup: Setup) -> None:
     exported = pa.concat_tables([day_table(setup.store, date.fromisoformat(BEFORE)), day_table(setup.store, DAY)])
     expected = events_table().filter(pc.less(events_table()["ts"], AFTER))
     assert TYPED_COLUMNS == ["intent", "step", "status", "duration_ms", "dry_run", "replay_of", "error",
-                             "error_class", "latency_ms"]
+                             "error_class", "latency_ms", "reason", "signature"]
     # intent is left out: the store knows no requests' intents here (fill_store writes the chain only).
     for name in ["ts", "request_id", "kind", *TYPED_COLUMNS[1:]]:
         assert exported[name].to_pylist() == expected[name].to_pylist(), name
@@ -125,9 +125,11 @@ def test_export_fills_the_typed_columns_from_the_bodies(setup: Setup) -> None:
 def test_typed_values_keep_only_fields_of_the_right_type() -> None:
     """A body field of the wrong JSON type (or an integer beyond int64) gives null, never a coerced value."""
     odd = {"dry_run": "yes", "replay_of": 7, "error": None, "error_class": ["X"], "latency_ms": True}
-    assert typed_values(odd, "x")[4:] == (None, None, None, None, None)
-    assert typed_values({"latency_ms": 2**63}, None)[-1] is None
-    assert typed_values({"latency_ms": -(2**63), "dry_run": False}, None)[-1] == -(2**63)
+    assert typed_values(odd, "x")[4:] == (None,) * 7
+    assert typed_values({"reason": 1, "signature": "abc"}, "x", "request.complete")[-2:] == (None, "abc")
+    assert typed_values({"reason": "why not", "signature": "abc"}, "x", "request.start")[-2:] == (None, None)
+    assert typed_values({"latency_ms": 2**63}, None)[TYPED_COLUMNS.index("latency_ms")] is None
+    assert typed_values({"latency_ms": -(2**63), "dry_run": False}, None)[TYPED_COLUMNS.index("latency_ms")] == -(2**63)
     assert typed_values({"check": "http", "intent": "own"}, "x")[:2] == ("own", "http")
 
 
@@ -191,15 +193,15 @@ def _cli(*args: str) -> tuple[int, str, str]:
 
 
 def test_cli_text_json_and_prometheus_for_a_day(setup: Setup) -> None:
-    """`intent metrics` prints the fixture's figures as text, JSON (schema v1) and parseable Prometheus text."""
+    """`intent metrics` prints the fixture's figures as text, JSON (schema v2) and parseable Prometheus text."""
     code, out, _ = _cli("--from", "2026-03-10", "--to", "2026-03-10")
     assert code == 0
     assert out.splitlines()[0] == "Intent System Metrics - 2026-03-10"
-    assert "Success rate: 50.0% (4/8)" in out and "By Intent:" in out and "Top Failure Steps:" in out
+    assert "Success rate: 62.5% (5/8)" in out and "By Intent:" in out and "Top Failure Steps:" in out
 
     code, out, _ = _cli("--from", "2026-03-10", "--to", "2026-03-10", "--format", "json")
     doc = json.loads(out)
-    assert code == 0 and doc["schema_version"] == 1 and doc["overall"]["total_executions"] == 8
+    assert code == 0 and doc["schema_version"] == 2 and doc["overall"]["total_executions"] == 8
     assert doc == json.loads(json.dumps(rollup(derive_requests(events_table(), first=DAY, last=DAY),
                                                first=DAY, last=DAY)))
 

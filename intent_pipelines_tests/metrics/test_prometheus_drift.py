@@ -38,14 +38,14 @@ def test_prometheus_text_parses_back_with_the_right_values(doc: dict[str, Any]) 
     assert text.endswith("\n")
     samples = _samples(text)
     assert samples[("intent_metrics_executions", ())] == 8
-    assert samples[("intent_metrics_success_ratio", ())] == 0.5
-    assert samples[("intent_metrics_duration_seconds", (("quantile", "0.95"),))] == 50.0
+    assert samples[("intent_metrics_success_ratio", ())] == 0.625
+    assert samples[("intent_metrics_duration_seconds", (("quantile", "0.95"),))] == 304.0
     assert samples[("intent_metrics_cancel_latency_seconds", (("quantile", "0.5"),))] == 1.5
-    assert samples[("intent_metrics_by_intent_executions", (("intent", "deploy-app"),))] == 5
+    assert samples[("intent_metrics_by_intent_executions", (("intent", "deploy-app"),))] == 6
     assert samples[("intent_metrics_step_failures", (("intent", "deploy-app"), ("step", "switch")))] == 1
     info = [k for k in samples if k[0] == "intent_metrics_info"]
     assert info == [("intent_metrics_info", (("period_from", "2026-03-10"), ("period_to", "2026-03-10"),
-                                             ("schema_version", "1")))]
+                                             ("schema_version", "2")))]
 
 
 def test_prometheus_labels_are_escaped_and_names_valid(doc: dict[str, Any]) -> None:
@@ -54,7 +54,7 @@ def test_prometheus_labels_are_escaped_and_names_valid(doc: dict[str, Any]) -> N
     doc["by_intent"][0]["intent"] = odd
     doc["by_step"][0]["step"] = odd
     samples = _samples(to_prometheus(doc))
-    assert samples[("intent_metrics_by_intent_executions", (("intent", odd),))] == 5
+    assert samples[("intent_metrics_by_intent_executions", (("intent", odd),))] == 6
     assert escape_label(odd) == 'we\\"ird\\\\app\\nx'
     with pytest.raises(ValueError):
         to_prometheus(doc, prefix="bad-prefix")
@@ -86,14 +86,14 @@ def test_no_drift_against_itself(doc: dict[str, Any]) -> None:
 def test_drift_flags_changes_beyond_thresholds(doc: dict[str, Any]) -> None:
     """A success-rate drop, a slower p95 and a new failing step are findings; small changes are not."""
     baseline = copy.deepcopy(doc)
-    baseline["overall"].update(success_rate=0.9, p95_duration_ms=30_000, avg_duration_ms=19_000.0)
+    baseline["overall"].update(success_rate=0.9, p95_duration_ms=200_000, avg_duration_ms=55_000.0)
     baseline["by_step"] = baseline["by_step"][1:]
     report = drift(baseline, doc)
     flagged = {(f["scope"], f["metric"]) for f in report["findings"]}
     assert flagged == {("overall", "success_rate"), ("overall", "p95_duration_ms")}
     assert [(s["intent"], s["step"]) for s in report["new_failing_steps"]] == [("deploy-app", "switch")]
     markdown = to_markdown(report)
-    assert "**Drift detected.**" in markdown and "| overall | success_rate | 90.0% | 50.0% | -40.0 pp |" in markdown
+    assert "**Drift detected.**" in markdown and "| overall | success_rate | 90.0% | 62.5% | -27.5 pp |" in markdown
     assert json.loads(json.dumps(report)) == report
     looser = drift(baseline, doc, DriftThresholds(success_rate_drop=0.5, duration_increase=1.0))
     assert {(f["scope"], f["metric"]) for f in looser["findings"]} == set()
