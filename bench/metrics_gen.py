@@ -4,8 +4,10 @@ Each request writes what the engine writes: request.start (intent, params, conte
 replay_of), lock.acquire, per step step.start and step.complete (or step.retry then a second
 attempt, or step.fail with error/class/error_class/exit_code), rollback.start/complete/fail for the
 steps done before a failure, run.cancel_requested / run.cancelled (latency_ms) when an operator
-stops it, lock.release and request.complete (status, exit_code, duration_ms). About 8 events per
-request. The typed columns are filled by `audit.export.typed_values`, as `day_table` fills them.
+stops it, lock.release and request.complete — built by `lifecycle.finish.completion`, as the engine
+builds it (status, reason, error, step, signature, exit_code, duration_ms). About 2% are refused
+before any step (request.refused then request.complete REFUSED). About 8 events per request. The
+typed columns are filled by `audit.export.typed_values`, as `day_table` fills them.
 """
 
 import hashlib
@@ -21,6 +23,8 @@ import pyarrow.parquet as pq
 
 from intent_pipelines.audit.export import FILE_NAME, SCHEMA, TYPED_COLUMNS, typed_values
 from intent_pipelines.audit.record import DOMAIN, FORMAT_VERSION, GENESIS_PREV
+from intent_pipelines.lifecycle.finish import Ending, completion
+from intent_pipelines.status import Reason, RequestStatus
 
 START_DAY = datetime(2026, 1, 1, tzinfo=UTC)
 INTENTS = ["deploy-app", "observe-app", "check-logs", "restart-app", "scale-app", "migrate-schema",
@@ -34,6 +38,11 @@ FAILURES = [  # (error_class, class, message template)
     ("StepFailed", "deterministic", "command exited {e}: migration 00{n}_add_index failed"),
     ("StepFailed", "transient", "GET http://10.0.{a}.{e}:8080/health returned 503 after {n} attempts"),
     ("StepFailed", "deterministic", "image registry.local/app-{a}:1.{n}.0 not found (digest {h})"),
+]
+REFUSALS = [  # (error_class, reason, exit_code, message)
+    ("PolicyDenied", Reason.POLICY, 3, "policy denies deploy-app on prod outside the change window"),
+    ("LockBusy", Reason.LOCK_BUSY, 4, "lock app:{a} is held by another request"),
+    ("ParamError", Reason.BAD_INPUT, 2, "param version: '1.x' does not match ^[0-9.]+$"),
 ]
 
 
@@ -56,8 +65,16 @@ def _request(rng: random.Random, clock: int, index: int, past: list[str]) -> lis
         start["replay_of"] = rng.choice(past)
         start["replay_mode"] = "exact"
     t = clock
+    if not dry_run and rng.random() < 0.02:
+        error_class, reason, exit_code, template = rng.choice(REFUSALS)
+        message = template.format(a=app)
+        refusal = Ending(RequestStatus.REFUSED, reason, error=message, cause=message, error_class=error_class,
+                         exit_code=exit_code, step="preflight")
+        refused = {key: start[key] for key in ("intent", "intent_sha256", "who", "reason", "dry_run")}
+        return [(t, "request.refused", {**refused, "error": message, "error_class": error_class}),
+                (t + 1, "request.complete", _complete(refusal, intent, False, 1))]
     events: list[tuple[int, str, dict[str, Any]]] = [(t, "request.start", start)]
-    status, error, exit_code = "DRY_RUN" if dry_run else "SUCCEEDED", "", 0
+    ending = Ending(RequestStatus.DRY_RUN if dry_run else RequestStatus.SUCCEEDED)
     if not dry_run:
         events.append((t + 1, "lock.acquire", {"lock": f"app:{app}"}))
         done: list[str] = []
@@ -88,7 +105,9 @@ def _request(rng: random.Random, clock: int, index: int, past: list[str]) -> lis
                         "duration_ms": duration}))
                     events.append((t, "run.cancelled", {"step": step, "status": "STOPPED_BY_OPERATOR",
                                                         "latency_ms": latency}))
-                    status, error, exit_code = "STOPPED_BY_OPERATOR", f"step {step} was interrupted", 7
+                    error = f"step {step} was interrupted"
+                    ending = Ending(RequestStatus.STOPPED_BY_OPERATOR, Reason.OPERATOR_STOP, error=error, cause=error,
+                                    error_class="StepStopped", exit_code=7, step=step)
                 elif i == fail_at:
                     error_class, klass, template = rng.choice(FAILURES)
                     message = template.format(n=rng.randrange(1, 999), a=app, e=rng.randrange(1, 255),
@@ -96,28 +115,34 @@ def _request(rng: random.Random, clock: int, index: int, past: list[str]) -> lis
                     events.append((t, "step.fail", {"step": step, "attempt": attempt, "class": klass,
                                                     "error_class": error_class, "error": message,
                                                     "exit_code": rng.choice((1, 2, 124)), "duration_ms": duration}))
-                    status, error, exit_code = "FAILED", message, 5
+                    status, exit_code = RequestStatus.FAILED, 5
                     if done:
-                        status = "ROLLED_BACK" if rng.random() < 0.8 else "ROLLBACK_FAILED"
+                        ok = rng.random() < 0.8
+                        status, exit_code = ((RequestStatus.ROLLED_BACK, 12) if ok
+                                             else (RequestStatus.ROLLBACK_FAILED, 13))
                         for undo in reversed(done):
                             t += rng.randrange(1, 2000)
                             events.append((t, "rollback.start", {"step": undo}))
-                            ok = status == "ROLLED_BACK"
                             events.append((t + 5, "rollback.complete" if ok else "rollback.fail",
                                            {"step": undo} if ok else {"step": undo, "error": "undo failed"}))
-                        exit_code = 6 if status == "ROLLED_BACK" else 8
+                    reason = Reason.TIMEOUT if error_class == "StepTimeout" else Reason.STEP_FAILED
+                    ending = Ending(status, reason, error=message, cause=message, error_class=error_class,
+                                    exit_code=exit_code, step=step)
                 else:
                     events.append((t, "step.complete", {"step": step, "attempt": attempt, "outputs": [],
                                                         "duration_ms": duration}))
                     done.append(step)
-            if status != "SUCCEEDED":
+            if ending.status is not RequestStatus.SUCCEEDED:
                 break
         t += rng.randrange(1, 50)
         events.append((t, "lock.release", {"lock": f"app:{app}"}))
     t += rng.randrange(1, 50)
-    events.append((t, "request.complete", {"status": status, "error": error, "exit_code": exit_code,
-                                           "duration_ms": t - clock}))
+    events.append((t, "request.complete", _complete(ending, intent, dry_run, t - clock)))
     return events
+
+
+def _complete(ending: Ending, intent: str, dry_run: bool, duration_ms: int) -> dict[str, Any]:
+    return completion(ending, by="engine", duration_ms=duration_ms, intent=intent, dry_run=dry_run).body()
 
 
 def generate(root: Path, *, requests: int, days: int, seed: int) -> int:
@@ -172,7 +197,7 @@ def generate(root: Path, *, requests: int, days: int, seed: int) -> int:
                                     ("run_id", run_id), ("kind", kind), ("prev", prev), ("hash", digest),
                                     ("body", body)):
                     columns[name].append(value)
-                for name, value in zip(TYPED_COLUMNS, typed_values(data, intent or None), strict=True):
+                for name, value in zip(TYPED_COLUMNS, typed_values(data, intent or None, kind), strict=True):
                     columns[name].append(value)
                 seq, prev = seq + 1, digest
     flush(current_day)

@@ -57,15 +57,15 @@ TARGET_RATIO = 2.0
 DUCKDB_REQUESTS = """
 CREATE OR REPLACE TEMP VIEW requests AS
 WITH ev AS (
-    SELECT seq, ts, request_id, kind, intent, step, status, duration_ms, dry_run, replay_of, latency_ms
+    SELECT seq, ts, request_id, kind, intent, step, status, duration_ms, dry_run, replay_of, latency_ms, signature
     FROM read_parquet($files)
 ),
-complete AS (
-    SELECT request_id, ts, intent, status, duration_ms FROM ev WHERE kind = 'request.complete'
-    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
+complete AS (  -- the last ending is the outcome (a resumed request ends again)
+    SELECT request_id, ts, intent, status, duration_ms, step, signature FROM ev WHERE kind = 'request.complete'
+    QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq DESC) = 1
 ),
 start AS (
-    SELECT request_id, intent, dry_run, replay_of
+    SELECT request_id, intent, dry_run, replay_of, kind = 'request.refused' AS refused
     FROM ev WHERE kind IN ('request.start', 'request.refused')
     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq) = 1
 ),
@@ -84,42 +84,54 @@ rollback AS (SELECT DISTINCT request_id FROM ev WHERE kind = 'rollback.start'),
 joined AS (
     SELECT c.request_id, coalesce(c.intent, s.intent, '(unknown)') AS intent, c.status, c.duration_ms,
            coalesce(s.dry_run, false) OR c.status = 'DRY_RUN' AS dry_run,
-           (cn.request_id IS NOT NULL) OR coalesce(c.status = 'STOPPED_BY_OPERATOR', false) AS cancelled,
+           coalesce(s.refused, false) AND c.status = 'FAILED' AS legacy_refused,
            (rb.request_id IS NOT NULL) OR coalesce(c.status IN ('ROLLED_BACK', 'ROLLBACK_FAILED'), false)
                AS rolled_back,
-           coalesce(r.retries, 0) AS retries, cn.latency_ms, s.replay_of, f.failed_step
+           coalesce(r.retries, 0) AS retries, s.replay_of, cn.request_id IS NOT NULL AS cancel_event, cn.latency_ms,
+           CASE WHEN c.signature IS NULL THEN f.failed_step
+                WHEN c.step = 'preflight' THEN '(preflight)' ELSE c.step END AS ending_step
     FROM complete c
     LEFT JOIN start s USING (request_id)
     LEFT JOIN fail f USING (request_id)
     LEFT JOIN cancel cn USING (request_id)
     LEFT JOIN retry r USING (request_id)
     LEFT JOIN rollback rb USING (request_id)
+),
+outcomes AS (
+    SELECT *, CASE WHEN dry_run THEN 'dry_run' WHEN legacy_refused THEN 'refused'
+                   WHEN status = 'SUCCEEDED' THEN 'success' WHEN status = 'DRY_RUN' THEN 'dry_run'
+                   WHEN status = 'REFUSED' THEN 'refused' WHEN status = 'NEEDS_APPROVAL' THEN 'waiting'
+                   WHEN status IN ('STOPPED_BY_OPERATOR', 'REJECTED') THEN 'cancelled'
+                   ELSE 'failure' END AS outcome
+    FROM joined
 )
-SELECT *, CASE WHEN dry_run THEN 'dry_run' WHEN cancelled THEN 'cancelled'
-               WHEN status = 'SUCCEEDED' THEN 'success' ELSE 'failure' END AS outcome
-FROM joined
+SELECT *, cancel_event OR outcome = 'cancelled' AS cancelled,
+       CASE WHEN outcome IN ('success', 'dry_run') THEN NULL ELSE ending_step END AS failed_step
+FROM outcomes
 """
 
 # Nearest rank in integers, as percentiles.py: value at 1-based rank (P * n + 99) // 100 of the sorted sample.
 DUCKDB_STATS = """
 SELECT {key} AS grp,
-    count(*) FILTER (outcome <> 'dry_run') AS total_executions,
+    count(*) FILTER (outcome IN ('success', 'failure', 'cancelled')) AS total_executions,
     count(*) FILTER (outcome = 'success') AS success_count,
     count(*) FILTER (outcome = 'failure') AS failure_count,
     count(*) FILTER (outcome = 'cancelled') AS cancelled_count,
-    count(*) FILTER (rolled_back AND outcome <> 'dry_run') AS rollback_count,
+    count(*) FILTER (rolled_back AND outcome IN ('success', 'failure', 'cancelled')) AS rollback_count,
     count(*) FILTER (outcome = 'dry_run') AS dry_run_count,
-    count(*) FILTER (outcome = 'success')::DOUBLE / nullif(count(*) FILTER (outcome <> 'dry_run'), 0)
+    count(*) FILTER (outcome = 'refused') AS refused_count,
+    count(*) FILTER (outcome = 'waiting') AS waiting_count,
+    count(*) FILTER (outcome = 'success')::DOUBLE / nullif(count(*) FILTER (outcome IN ('success', 'failure', 'cancelled')), 0)
         AS success_rate,
-    sum(duration_ms) FILTER (outcome <> 'dry_run')::DOUBLE
-        / nullif(count(duration_ms) FILTER (outcome <> 'dry_run'), 0) AS avg_duration_ms,
-    list_sort(list(duration_ms) FILTER (outcome <> 'dry_run' AND duration_ms IS NOT NULL))[
-        (50 * count(duration_ms) FILTER (outcome <> 'dry_run') + 99) // 100] AS p50_duration_ms,
-    list_sort(list(duration_ms) FILTER (outcome <> 'dry_run' AND duration_ms IS NOT NULL))[
-        (95 * count(duration_ms) FILTER (outcome <> 'dry_run') + 99) // 100] AS p95_duration_ms,
-    coalesce(sum(retries) FILTER (outcome <> 'dry_run'), 0)::BIGINT AS retries,
-    count(*) FILTER (outcome <> 'dry_run' AND retries > 0) AS requests_with_retries,
-    count(replay_of) FILTER (outcome <> 'dry_run') AS replay_count,
+    sum(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled'))::DOUBLE
+        / nullif(count(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled')), 0) AS avg_duration_ms,
+    list_sort(list(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled') AND duration_ms IS NOT NULL))[
+        (50 * count(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled')) + 99) // 100] AS p50_duration_ms,
+    list_sort(list(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled') AND duration_ms IS NOT NULL))[
+        (95 * count(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled')) + 99) // 100] AS p95_duration_ms,
+    coalesce(sum(retries) FILTER (outcome IN ('success', 'failure', 'cancelled')), 0)::BIGINT AS retries,
+    count(*) FILTER (outcome IN ('success', 'failure', 'cancelled') AND retries > 0) AS requests_with_retries,
+    count(replay_of) FILTER (outcome IN ('success', 'failure', 'cancelled')) AS replay_count,
     list_sort(list(latency_ms) FILTER (outcome = 'cancelled' AND latency_ms IS NOT NULL))[
         (50 * count(latency_ms) FILTER (outcome = 'cancelled') + 99) // 100] AS cancel_latency_p50_ms,
     list_sort(list(latency_ms) FILTER (outcome = 'cancelled' AND latency_ms IS NOT NULL))[
