@@ -23,8 +23,8 @@ up: setup
 	$(BIN)/intent init
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-# Unit, integration and end-to-end tiers (benchmarks are separate: `make bench`).
-test: setup
+# Lint and types, then the unit, integration and end-to-end tiers (benchmarks are separate: `make bench`).
+test: lint
 	$(BIN)/pytest -m "unit or integration or e2e" -q
 
 test-unit: setup

@@ -1,4 +1,9 @@
-"""Shared fixtures: a throwaway INTENT_HOME (with or without the sample fleet) and its engine."""
+"""Shared fixtures (a throwaway INTENT_HOME and its engine) and the test tiers, assigned by directory.
+
+A test's tier is the first directory under intent_pipelines_tests (unit, integration, e2e, bench):
+the marker is added here, never written in the test, and a test outside those directories or
+with a tier marker of its own fails collection (so `make test` cannot silently drop it).
+"""
 
 import os
 from collections.abc import Iterator
@@ -10,6 +15,28 @@ import pytest
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.testing import postgres_server, prepare_sample_home, stop_fleet
+
+pytest_plugins = ["intent_pipelines_tests.support.metrics_events", "intent_pipelines_tests.support.platform_actions"]
+
+TIERS = ("unit", "integration", "e2e", "bench")
+_ROOT = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the tier of its directory; refuse tests without one."""
+    misplaced = []
+    for item in items:
+        parts = item.path.resolve().relative_to(_ROOT).parts
+        tier = parts[0] if len(parts) > 1 else ""
+        own = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        if tier not in TIERS or own:
+            misplaced.append(item.nodeid)
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+    if misplaced:
+        raise pytest.UsageError(
+            f"{len(misplaced)} test(s) outside a tier directory or with their own tier marker, e.g. "
+            f"{misplaced[0]}: move the file under intent_pipelines_tests/{{{','.join(TIERS)}}}/ and drop the marker")
 
 
 @pytest.fixture

@@ -4,12 +4,8 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from intent_pipelines.dagster_dev import LOCATION, REPOSITORY, DagsterDev, DagsterGraphQL
 from intent_pipelines.testing import prepare_sample_home, stop_fleet
-
-pytestmark = pytest.mark.e2e
 
 FAILING_INTENT = """\
 name: always-fails

@@ -5,15 +5,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from intent_pipelines.audit.export import partition_path
 from intent_pipelines.audit.integrity import checkpoint_dir
 from intent_pipelines.dagster_dev import LOCATION, REPOSITORY, DagsterDev
 from intent_pipelines.home import IntentHome
 from intent_pipelines.store import StateStore
-
-pytestmark = pytest.mark.e2e
 
 _AUDIT_QUERY = """
 query AuditWorkspace($repo: RepositorySelector!) {

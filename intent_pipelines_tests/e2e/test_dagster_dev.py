@@ -13,8 +13,6 @@ from intent_pipelines.home import IntentHome
 from intent_pipelines.store import StateStore
 from intent_pipelines.testing import prepare_sample_home, stop_fleet
 
-pytestmark = pytest.mark.e2e
-
 BUNDLED_JOBS = {"deploy_app", "restart_app", "scale_app", "check_logs", "observe_app", "migrate_schema",
                 "create_nextjs_app"}
 

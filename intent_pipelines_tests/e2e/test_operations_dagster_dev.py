@@ -19,8 +19,6 @@ from intent_pipelines.status import RequestStatus
 from intent_pipelines.store import StateStore
 from intent_pipelines.testing import group_gone, prepare_sample_home, stop_fleet, wait_for
 
-pytestmark = pytest.mark.e2e
-
 INTENT_BIN = str(Path(sys.executable).parent / "intent")
 
 SLEEPY = """\

@@ -19,8 +19,6 @@ from intent_pipelines.home import IntentHome
 from intent_pipelines.store import StateStore
 from intent_pipelines.testing import invoke_cli, prepare_sample_home, stop_fleet
 
-pytestmark = pytest.mark.e2e
-
 # Steps a and b append their id to @WORK@/<run tag>.events, so each request's executions can be counted.
 GATED_INTENT = """\
 name: gated
