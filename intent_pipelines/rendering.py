@@ -23,9 +23,22 @@ def _shell_finalize(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with ``a.b`` on a mapping reading key ``b`` before any attribute named ``b``.
+
+    Jinja tries attributes first, so a step named ``copy``, ``items``, ``keys``, ``get``... would
+    read the dict method instead of the step (``steps.copy.outputs`` failing): keys win here.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=2)
 def _env(shell: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
