@@ -14,9 +14,10 @@ from jinja2 import TemplateSyntaxError
 from pydantic import ValidationError
 
 from intent_pipelines.actions import registry
-from intent_pipelines.errors import SpecError, UnknownIntentError
+from intent_pipelines.errors import ParamError, SpecError, UnknownIntentError
 from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, is_template, references
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
+from intent_pipelines.spec.params import check_value
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "intents"
 
@@ -136,11 +137,24 @@ def parse_intent(text: str, path: str = "<string>") -> IntentSpec:
         if first["type"] == "extra_forbidden":
             message = f"unknown key {at[-1]!r}" if at else "unknown key"
         raise lines.error(message, at, _validation_hint(first["type"])) from None
+    _check_defaults(spec, lines)
     _check_graph(spec, lines)
     _check_actions(spec, lines)
     _check_shell_argv(spec, lines)
     _check_templates(spec, lines)
     return spec
+
+
+def _check_defaults(spec: IntentSpec, lines: _LineMap) -> None:
+    """Every default meets its own param's type and constraints (else every run without it is refused)."""
+    for name, pspec in spec.params.items():
+        if pspec.default is None:
+            continue
+        try:
+            check_value(name, pspec, pspec.default)
+        except ParamError as exc:
+            raise lines.error(f"default of {exc.message}", ("params", name, "default"),
+                              f"Change the default or the constraint. {exc.hint}") from None
 
 
 def _check_graph(spec: IntentSpec, lines: _LineMap) -> None:

@@ -96,6 +96,13 @@ def _check(name: str, spec: ParamSpec, value: Any) -> None:
                          hint=_describe(name, spec))
 
 
+def check_value(name: str, spec: ParamSpec, raw: Any) -> Any:
+    """``raw`` converted to the param's type and checked against its enum, pattern, min and max."""
+    value = _coerce(name, spec, raw)
+    _check(name, spec, value)
+    return value
+
+
 def secret_env_var(name: str, spec: ParamSpec) -> str:
     """The environment variable a secret param is read from."""
     return spec.env or f"INTENT_SECRET_{name.upper()}"
@@ -137,9 +144,7 @@ def resolve_params(
                                  hint=f"Give it with {where}. {_describe(name, pspec)}")
             values[name] = None
             continue
-        value = _coerce(name, pspec, raw)
-        _check(name, pspec, value)
-        values[name] = value
+        values[name] = check_value(name, pspec, raw)
     return values
 
 
