@@ -1,12 +1,14 @@
 """Operator actions on requests: what is running, why it stopped, stop it, unlock a dead holder."""
 
-import contextlib
 import getpass
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from intent_pipelines import run_tags
+from intent_pipelines.alerts.failure import last_completion
+from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import LockBusy, UsageError
 from intent_pipelines.home import IntentHome
 from intent_pipelines.lifecycle.crash import owner_of, reap_dead_owners, run_failer
@@ -14,6 +16,8 @@ from intent_pipelines.lifecycle.liveness import Liveness
 from intent_pipelines.status import LIVE_RUN_STATUSES, RequestStatus
 from intent_pipelines.store import StateStore
 from intent_pipelines.store.state import LockHolder
+
+log = logging.getLogger(__name__)
 
 NEXT_ACTION = {
     RequestStatus.RUNNING: "follow it with `intent watch {id}`; stop it with `intent stop {id}`",
@@ -29,7 +33,7 @@ NEXT_ACTION = {
                           "(finished steps are kept), or start a new request",
     RequestStatus.ROLLED_BACK: "the change was undone; fix the cause and start a new request",
     RequestStatus.ROLLBACK_FAILED: "inspect the app now: the rollback failed (see the rollback step logs)",
-    RequestStatus.NEEDS_APPROVAL: "a manual gate waits: `intent approve {id} --step STEP --reason ...` (or "
+    RequestStatus.NEEDS_APPROVAL: "gate {gate} waits: `intent approve {id} --step {gate} --reason ...` (or "
                                   "`intent reject`), then `intent resume {id}`",
     RequestStatus.STOPPED_BY_OPERATOR: "re-execute the run from failure to continue, or start a new request",
     RequestStatus.WATCHDOG_STUCK: "see the forensics under INTENT_HOME/forensics/{id}/, then re-execute "
@@ -43,6 +47,7 @@ class RequestView:
 
     row: dict[str, Any]
     run_status: str
+    gate: str = ""  # the manual gate a NEEDS_APPROVAL request waits at
 
     @property
     def id(self) -> str:
@@ -57,7 +62,7 @@ class RequestView:
         return None if beat is None else max(0.0, (now or time.time()) - float(beat))
 
     def next_action(self) -> str:
-        return NEXT_ACTION[self.status].format(id=self.id)
+        return NEXT_ACTION[self.status].format(id=self.id, gate=self.gate or "STEP")
 
     def to_dict(self, home: IntentHome) -> dict[str, Any]:
         age = self.heartbeat_age_s()
@@ -66,7 +71,8 @@ class RequestView:
             "phase": self.row["phase"], "attempt": self.row["attempt"],
             "heartbeat_age_s": None if age is None else round(age, 1), "lock": self.row["lock_key"],
             "run_id": self.row["run_id"], "run_status": self.run_status, "who": self.row["who"],
-            "error": self.row["error"], "last_log_line": self.row["last_log_line"],
+            "error": self.row["error"], "last_log_line": self.row["last_log_line"], "gate": self.gate or None,
+            "next_action": self.next_action(),
             "log_dir": str(home.root / "logs" / "steps" / self.id),
         }
 
@@ -89,18 +95,25 @@ class Operations:
     def find(self, request_or_run: str) -> RequestView:
         """A request by its id or by the id of any of its runs."""
         self.reap()
-        row = self.store.request_by_run(request_or_run)
+        row = self.store.find_request(request_or_run)
         if row is None:
             raise UsageError(f"no request or run {request_or_run!r}",
                              hint="Use an id from `intent status --all` or the Dagster UI.")
-        return RequestView(row, self._run_status(row["run_id"]))
+        return self._view(row)
 
     def list(self, *, include_finished: bool, limit: int = 20) -> list[RequestView]:
-        """Running requests (or also the most recent finished ones)."""
+        """Running and waiting requests (or also the most recent finished ones)."""
         self.reap()
         rows = (self.store.recent_requests(limit) if include_finished
-                else self.store.requests_by_status(RequestStatus.RUNNING))
-        return [RequestView(row, self._run_status(row["run_id"])) for row in rows]
+                else self.store.requests_by_status(RequestStatus.RUNNING, RequestStatus.NEEDS_APPROVAL))
+        return [self._view(row) for row in rows]
+
+    def _view(self, row: dict[str, Any]) -> RequestView:
+        gate = ""
+        if row["status"] == RequestStatus.NEEDS_APPROVAL.value:
+            ending = last_completion(list(self.store.audit_records(request_id=row["request_id"])))
+            gate = (ending.step or "") if ending is not None else ""
+        return RequestView(row, self._run_status(row["run_id"]), gate)
 
     def stop(self, request_or_run: str, *, grace_s: float, reason: str, wait_s: float = 60.0,
              status: RequestStatus = RequestStatus.STOPPED_BY_OPERATOR, asked: bool = False) -> dict[str, Any]:
@@ -112,7 +125,7 @@ class Operations:
         """
         who = getpass.getuser()
         run = self.instance.get_run_by_id(request_or_run)
-        row = self.store.request_by_run(request_or_run)
+        row = self.store.find_request(request_or_run)
         if run is not None and run.status.value in ("QUEUED", "NOT_STARTED") and row is None:
             return self._cancel_queued(run, reason=reason, who=who)
         if row is None:
@@ -148,23 +161,23 @@ class Operations:
         loads Dagster. Returns False when there is no running request by that id; a repeated call
         is harmless (only the first request and its audit record count).
         """
-        row = self.store.request_by_run(request_or_run)
+        row = self.store.find_request(request_or_run)
         if row is None or row["status"] != RequestStatus.RUNNING.value:
             return False
         if self.store.request_cancel(row["request_id"], grace_s=grace_s, status=status):
-            self.store.append_audit("run.cancel_requested", request_id=row["request_id"], run_id=row["run_id"],
-                                    body={"who": getpass.getuser(), "reason": reason,
-                                          "grace_ms": int(grace_s * 1000), "status": status.value})
+            self.store.append_event(ev.RunCancelRequested(who=getpass.getuser(), reason=reason,
+                                                          grace_ms=int(grace_s * 1000), status=status.value),
+                                    request_id=row["request_id"], run_id=row["run_id"])
         return True
 
     def _cancel_queued(self, run: Any, *, reason: str, who: str) -> dict[str, Any]:
         started = time.time()
         self.instance.run_coordinator.cancel_run(run.run_id)
         latency = int((time.time() - started) * 1000)
-        self.store.append_audit("run.cancel_requested", request_id=run.run_id, run_id=run.run_id,
-                                body={"who": who, "reason": reason, "queued": True})
-        self.store.append_audit("run.cancelled", request_id=run.run_id, run_id=run.run_id,
-                                body={"status": "CANCELED", "latency_ms": latency, "queued": True})
+        self.store.append_event(ev.RunCancelRequested(who=who, reason=reason, queued=True),
+                                request_id=run.run_id, run_id=run.run_id)
+        self.store.append_event(ev.RunCancelled(status="CANCELED", latency_ms=latency, queued=True),
+                                request_id=run.run_id, run_id=run.run_id)
         return {"request_id": run.run_id, "status": "CANCELED", "run_status": self._run_status(run.run_id),
                 "latency_ms": latency}
 
@@ -177,8 +190,11 @@ class Operations:
         # A run executed by `intent run` has no launcher to ask; its step stops through the store.
         if run.tags.get(run_tags.SOURCE) != run_tags.SOURCE_CLI and launcher is not None:
             # If Dagster cannot reach the run, the store-driven stop still ends the step.
-            with contextlib.suppress(Exception):
+            try:
                 launcher.terminate(run_id)
+            except Exception:
+                log.warning("Dagster could not terminate run %s; its step stops through the store", run_id,
+                            exc_info=True)
 
     def unlock(self, key: str, *, force: bool, reason: str) -> LockHolder:
         """Release a lock whose holder is dead; a live holder needs --force and a reason."""
@@ -194,9 +210,9 @@ class Operations:
         if force and not reason.strip():
             raise UsageError("--force needs --reason", hint="Say why, e.g. --reason 'host died'.")
         self.store.release_lock(key, request_id=holder.request_id)
-        self.store.append_audit("lock.unlock", request_id=holder.request_id, run_id=holder.run_id, body={
-            "lock": key, "forced": force, "holder_alive": alive, "why": why, "reason": reason,
-            "who": getpass.getuser()})
+        self.store.append_event(ev.LockUnlock(lock=key, forced=force, holder_alive=alive, why=why, reason=reason,
+                                              who=getpass.getuser()),
+                                request_id=holder.request_id, run_id=holder.run_id)
         return holder
 
     def _holder_alive(self, holder: LockHolder) -> tuple[bool, str]:

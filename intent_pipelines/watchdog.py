@@ -21,6 +21,7 @@ No Dagster import here: the sensor in ``dagster_defs/watchdog.py`` passes its Da
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -40,6 +41,9 @@ from intent_pipelines.lifecycle.crash import group_alive
 from intent_pipelines.lifecycle.finish import Ending, end_request
 from intent_pipelines.status import FINAL_RUN_STATUSES, LIVE_RUN_STATUSES, Reason, RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
+from intent_pipelines.store.state import SHORT_ID
+
+log = logging.getLogger(__name__)
 
 STALE_ENV = "INTENT_WATCHDOG_STALE_S"
 GRACE_ENV = "INTENT_WATCHDOG_GRACE_S"
@@ -104,7 +108,7 @@ class WatchdogReport:
         """One line for the sensor's SkipReason."""
         if not self.stuck:
             return f"no stuck requests ({self.running} running, threshold {self.threshold_s:g}s)"
-        parts = [f"{s.request_id[:8]} {s.intent} ({s.why}) -> {s.status} by {s.ended_by}" for s in self.stuck]
+        parts = [f"{s.request_id[:SHORT_ID]} {s.intent} ({s.why}) -> {s.status} by {s.ended_by}" for s in self.stuck]
         return f"{len(self.stuck)} stuck of {self.running} running: " + "; ".join(parts)
 
 
@@ -162,6 +166,7 @@ def _run_status(instance: Any | None, run_id: str) -> str:
     try:
         run = instance.get_run_by_id(run_id)
     except Exception:  # a storage hiccup must not stop the watchdog from looking at the others
+        log.warning("could not read Dagster run %s", run_id, exc_info=True)
         return "UNKNOWN"
     return str(run.status.value) if run is not None else "UNKNOWN"
 
@@ -169,11 +174,12 @@ def _run_status(instance: Any | None, run_id: str) -> str:
 def _run_end_time(instance: Any | None, run_id: str) -> float | None:
     if instance is None:
         return None
-    with contextlib.suppress(Exception):
+    try:
         record = instance.get_run_record_by_id(run_id)
-        if record is not None and record.end_time is not None:
-            return float(record.end_time)
-    return None
+    except Exception:  # as above: the watchdog goes on with the other requests
+        log.warning("could not read the record of Dagster run %s", run_id, exc_info=True)
+        return None
+    return float(record.end_time) if record is not None and record.end_time is not None else None
 
 
 # --- forensics and the stop request ------------------------------------------------------------
@@ -233,11 +239,13 @@ def collect_forensics(home: IntentHome, store: StateStore, instance: Any | None,
                                          encoding="utf-8")
     run: dict[str, Any] = {"run_id": row["run_id"], "status": _run_status(instance, row["run_id"])}
     if instance is not None:
-        with contextlib.suppress(Exception):
+        try:
             found = instance.get_run_by_id(row["run_id"])
-            if found is not None:
-                run["tags"] = dict(found.tags)
-                run["job_name"] = found.job_name
+        except Exception as exc:  # forensics are written with what could be read
+            found, run["error"] = None, f"could not read the run: {type(exc).__name__}: {exc}"
+        if found is not None:
+            run["tags"] = dict(found.tags)
+            run["job_name"] = found.job_name
     _write_json(target / "dagster_run.json", run)
     return target
 

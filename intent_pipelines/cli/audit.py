@@ -56,6 +56,7 @@ def verify(cli: CliContext, day: str | None, days: int | None, first: str | None
         result = verify_parquet(parquet, checkpoints or checkpoint_dir(cli.home),
                                 require_checkpoints=checkpoints is not None)
     elif request_id:
+        request_id = cli.request_id(request_id)
         records = list(cli.engine.store.audit_records(request_id=request_id))
         if not records:
             raise _unknown_request(request_id)
@@ -96,6 +97,7 @@ def show(cli: CliContext, request_id: str, as_json: bool) -> None:
     """A readable timeline of one request."""
     from intent_pipelines.audit.export import request_timeline
 
+    request_id = cli.request_id(request_id)
     timeline = request_timeline(cli.engine.store, request_id)
     if not timeline:
         raise _unknown_request(request_id)

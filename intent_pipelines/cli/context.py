@@ -29,6 +29,11 @@ class CliContext:
     def engine(self) -> Engine:
         return Engine(self.home)
 
+    def request_id(self, ident: str) -> str:
+        """The full request id ``ident`` names (an id, a run id or a unique prefix); unchanged when unknown."""
+        row = self.engine.store.find_request(ident)
+        return str(row["request_id"]) if row is not None else ident
+
     def ensure_dagster_home(self) -> Path:
         """Create DAGSTER_HOME with the project's dagster.yaml unless one is there already."""
         dagster_home = Path(os.environ["DAGSTER_HOME"])

@@ -13,6 +13,7 @@ from intent_pipelines.cli.output import console, print_json
 from intent_pipelines.errors import UsageError
 from intent_pipelines.operations import Operations
 from intent_pipelines.status import RequestStatus
+from intent_pipelines.store.state import SHORT_ID
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
@@ -45,17 +46,21 @@ def status(cli: CliContext, include_finished: bool, as_json: bool) -> None:
         print_json([v.to_dict(cli.home) for v in views])
         return
     if not views:
-        console.print("no running requests" + ("" if include_finished else " (use --all for recent ones)"),
+        console.print("no running or waiting requests" + ("" if include_finished else " (use --all for recent ones)"),
                       markup=False)
         return
     table = Table(box=None, pad_edge=False)
     for column in ("request", "intent", "status", "phase", "try", "heartbeat", "lock", "run status"):
-        table.add_column(column)
+        # Narrow terminals squeeze the other columns, never the id or status (and nothing is cut).
+        table.add_column(column, overflow="fold", no_wrap=column in ("request", "status"))
     for view in views:
         row = view.row
-        table.add_row(view.id[:8], row["intent"], view.status.value, row["phase"], str(row["attempt"]),
+        table.add_row(view.id[:SHORT_ID], row["intent"], view.status.value, row["phase"], str(row["attempt"]),
                       _age(view.heartbeat_age_s()), row["lock_key"] or "-", view.run_status)
     console.print(table)
+    for view in views:
+        if view.status is RequestStatus.NEEDS_APPROVAL:
+            console.print(f"{view.id[:SHORT_ID]} waits for approval: {view.next_action()}", markup=False)
     console.print(f"logs: {cli.home.root / 'logs' / 'steps'}/<request>/", markup=False)
 
 

@@ -78,6 +78,7 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
     """Run a past request again: same intent, params and context, from the audit log alone."""
     from intent_pipelines.cli.launch import launch, prepare
 
+    request_id = cli.request_id(request_id)
     original, content = _original(cli, request_id)
     current = cli.catalog.get(original["intent"])
     drifted = current.sha256 != original["intent_sha256"]
@@ -124,7 +125,7 @@ def resume(cli: CliContext, request_id: str, as_json: bool) -> None:
     """Re-execute a failed, stopped or waiting request from failure (finished steps are not re-run)."""
     from intent_pipelines.cli.launch import launch
 
-    row = cli.engine.store.request_by_run(request_id)
+    row = cli.engine.store.find_request(request_id)
     if row is None:
         raise UsageError(f"no request {request_id}", hint="Check the id (`intent status --all`).")
     status = RequestStatus(row["status"])
@@ -142,25 +143,13 @@ def resume(cli: CliContext, request_id: str, as_json: bool) -> None:
 
 
 def _decide(cli: CliContext, request_id: str, step: str, reason: str, decision: str) -> None:
-    if not reason.strip():
-        raise UsageError("--reason is required", hint="Say why; it goes into the audit log.")
-    row = cli.engine.store.request_by_run(request_id)
+    from intent_pipelines.lifecycle.gates import decide_gate
+
+    row = cli.engine.store.find_request(request_id)
     if row is None:
         raise UsageError(f"no request {request_id}", hint="Check the id (`intent status --all`).")
-    spec = cli.engine.spec_of(row)
-    gates = [s.id for s in spec.steps if s.gate == "manual"]
-    if step not in gates:
-        raise UsageError(f"{row['intent']} has no manual gate {step!r}",
-                         hint=f"Its manual gates: {', '.join(gates) or 'none'}.")
-    earlier = cli.engine.store.gate_decision(row["request_id"], step)
-    if earlier is not None and earlier["decision"] == "rejected":
-        # A rejection is final: approving later must not revive the request it failed.
-        raise UsageError(f"gate {step} of request {row['request_id']} was already rejected by {earlier['who']}",
-                         hint="Start a new request (`intent replay` it) when the change is wanted again.")
     who = getpass.getuser()
-    cli.engine.store.decide_gate(row["request_id"], step, decision=decision, who=who, reason=reason)
-    cli.engine.store.append_audit(f"gate.{decision}", request_id=row["request_id"], run_id=row["run_id"],
-                                  body={"step": step, "who": who, "reason": reason})
+    decide_gate(cli.engine.store, cli.engine.spec_of(row), row, step, decision=decision, who=who, reason=reason)
     console.print(f"gate {step} of request {row['request_id']} {decision} by {who}; re-execute the run from "
                   f"failure (UI) or `intent resume {row['request_id']}` to continue", markup=False)
 

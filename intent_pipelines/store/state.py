@@ -20,13 +20,19 @@ from intent_pipelines.audit.record import (
     record_hash,
     reject_floats,
 )
-from intent_pipelines.errors import LockBusy, StoreError
+from intent_pipelines.errors import LockBusy, StoreError, UsageError
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import schema
 from intent_pipelines.store.group_commit import AuditEvent, GroupCommitter
 
 # Postgres advisory-lock key that serializes audit appends across hosts.
 _AUDIT_LOCK_KEY = 0x1A7E_17A0
+
+
+# The shortest id prefix looked up as a prefix (shorter ones must match exactly).
+MIN_ID_PREFIX = 4
+# How long the ids `intent status` shows are (any unique prefix of MIN_ID_PREFIX or more works).
+SHORT_ID = 8
 
 
 @dataclass(frozen=True)
@@ -406,9 +412,11 @@ class StateStore:
             return None
         return float(row.cancel_grace_s or 0), RequestStatus(row.cancel_status)
 
-    def requests_by_status(self, status: RequestStatus) -> list[dict[str, Any]]:
+    def requests_by_status(self, *statuses: RequestStatus) -> list[dict[str, Any]]:
+        """Requests in any of ``statuses``, oldest first."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(schema.requests).where(schema.requests.c.status == status.value)
+            rows = conn.execute(sa.select(schema.requests)
+                                .where(schema.requests.c.status.in_([s.value for s in statuses]))
                                 .order_by(schema.requests.c.started_at))
             return [dict(r._mapping) for r in rows]
 
@@ -428,6 +436,27 @@ class StateStore:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(schema.requests).where(schema.requests.c.run_id == run_id)).first()
         return dict(row._mapping) if row else None
+
+    def find_request(self, ident: str) -> dict[str, Any] | None:
+        """The request ``ident`` names: its id, the id of its latest run, or a unique prefix of either.
+
+        Short ids as `intent status` prints them are prefixes; a prefix of several requests is a
+        UsageError listing them (so nothing acts on a guess). None when nothing matches.
+        """
+        found = self.request_by_run(ident)
+        if found is not None or len(ident) < MIN_ID_PREFIX:
+            return found
+        table = schema.requests
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table).where(sa.or_(table.c.request_id.startswith(ident, autoescape=True),
+                                              table.c.run_id.startswith(ident, autoescape=True)))
+                .order_by(table.c.started_at.desc()).limit(11)).all()
+        if len(rows) > 1:
+            shown = ", ".join(f"{r.request_id} ({r.intent}, {r.status})" for r in rows[:10])
+            raise UsageError(f"{ident!r} is the start of {'more than 10' if len(rows) > 10 else len(rows)} "
+                             f"requests: {shown}", hint="Type more of the id.")
+        return dict(rows[0]._mapping) if rows else None
 
     # --- steps ---------------------------------------------------------------------------------
 

@@ -348,3 +348,58 @@ def test_step_done_before_a_crash_is_not_executed_again_on_resume(work: Work) ->
     starts = [e["step"] for e in work.audit(request_id, "step.start")]
     assert starts.count("a") == 2 and starts.count("b") == 1  # the failed attempt and the crashed one
     assert engine.store.lock_holder("two-step") is None
+
+
+# --- ids as `intent status` shows them -----------------------------------------------------------
+
+def test_status_lists_a_waiting_request_with_the_command_to_act(work: Work) -> None:
+    """`intent status` (without --all) shows a NEEDS_APPROVAL request, its gate and the approve command."""
+    request_id = outcome_of("run", "gated", code=16)["request_id"]
+    code, out, err = invoke_cli("status")
+    assert code == 0, err
+    assert request_id[:8] in out and "NEEDS_APPROVAL" in out
+    assert f"intent approve {request_id} --step gate --reason" in " ".join(out.split())
+    [shown] = outcome_of("status")
+    assert (shown["request_id"], shown["status"], shown["gate"]) == (request_id, "NEEDS_APPROVAL", "gate")
+    assert f"intent approve {request_id} --step gate" in shown["next_action"]
+
+
+def test_the_short_ids_status_prints_work_in_every_command(work: Work) -> None:
+    """The 8-character id of `intent status --all` is accepted by explain, audit show, replay, approve and resume."""
+    request_id = outcome_of("run", "gated", code=16)["request_id"]
+    short = request_id[:8]
+    code, out, _ = invoke_cli("status", "--all")
+    assert code == 0 and short in out
+    for args in (("explain", short), ("audit", "show", short), ("replay", short, "--dry-run"),
+                 ("audit", "verify", "--request", short)):
+        code, out, err = invoke_cli(*args)
+        assert code == 0, f"{args}: {err}"
+    code, out, _ = invoke_cli("explain", short)
+    assert f"request {request_id} " in out
+    code, _, err = invoke_cli("approve", short, "--step", "gate", "--reason", "ok")
+    assert code == 0, err
+    done = outcome_of("resume", short)
+    assert (done["request_id"], done["status"]) == (request_id, "SUCCEEDED")
+
+
+def test_an_ambiguous_prefix_lists_the_candidates_and_changes_nothing(work: Work) -> None:
+    """A prefix of two requests is refused (usage error) naming both; nothing is approved or stopped."""
+    store = work.engine().store
+    first = outcome_of("run", "gated", code=16)["request_id"]
+    second = outcome_of("run", "gated-plain", code=16)["request_id"]
+    # Real ids rarely share a prefix, so rename two rows' ids to share one, keeping everything else.
+    import sqlalchemy as sa
+
+    from intent_pipelines.store import schema
+    with store.engine.begin() as conn:
+        for old, new in ((first, "abcd1111" + first[8:]), (second, "abcd2222" + second[8:])):
+            conn.execute(sa.update(schema.requests).where(schema.requests.c.request_id == old)
+                         .values(request_id=new, run_id=new))
+    before = len(list(store.audit_records()))
+    code, _, err = invoke_cli("approve", "abcd", "--step", "gate", "--reason", "ok")
+    line = error_line(err)
+    assert code == 2 and "is the start of 2 requests" in line
+    assert "abcd1111" in line and "abcd2222" in line and "Type more of the id" in line
+    assert len(list(store.audit_records())) == before
+    code, _, err = invoke_cli("explain", "abcd1")
+    assert code == 0, err
