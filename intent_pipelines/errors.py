@@ -50,6 +50,7 @@ class IntentError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.request_id = ""  # the request this error was recorded as, when it was (a refusal)
 
     def ending(self) -> tuple[RequestStatus, Reason]:
         """The status and reason of a request this error ends."""

@@ -197,9 +197,16 @@ class Operations:
                             exc_info=True)
 
     def unlock(self, key: str, *, force: bool, reason: str) -> LockHolder:
-        """Release a lock whose holder is dead; a live holder needs --force and a reason."""
-        self.reap()
+        """Release a lock whose holder is dead; a live holder needs --force and a reason.
+
+        A holder whose process died on this host is ended CRASHED first, which frees its lock: that
+        counts as this unlock's release (no --force needed), not as "no lock held".
+        """
+        before = self.store.lock_holder(key)
+        reaped = self.reap()
         holder = self.store.lock_holder(key)
+        if holder is None and before is not None and before.request_id in reaped:
+            return before
         if holder is None:
             known = ", ".join(sorted(h.key for h in self.store.locks())) or "none"
             raise UsageError(f"no lock {key!r} is held", hint=f"Held locks: {known}.")

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from intent_pipelines import run_tags
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import StepStopped
 from intent_pipelines.home import IntentHome
@@ -360,17 +361,19 @@ def _end_request(home: IntentHome, store: StateStore, instance: Any | None, stuc
     else:
         stuck.ended_by, stuck.status = WHO, RequestStatus.WATCHDOG_STUCK.value
     stuck.lock_released = not stuck.lock or _lock_free_of(store, stuck.lock, request_id)
-    _cancel_dagster_run(instance, stuck)
+    _cancel_dagster_run(instance, stuck, store.request(request_id))
 
 
-def _cancel_dagster_run(instance: Any | None, stuck: StuckRequest) -> None:
-    """A dead worker never reports its run's end: record it as canceled so the queue moves on."""
+def _cancel_dagster_run(instance: Any | None, stuck: StuckRequest, row: dict[str, Any] | None) -> None:
+    """A dead worker never reports its run's end: record it as canceled (so the queue moves on) and tag it."""
     if instance is None:
         return
     try:
         run = instance.get_run_by_id(stuck.run_id)
         if run is not None and run.status.value in LIVE_RUN_STATUSES:
             instance.report_run_canceled(run, message=f"Canceled by the intent watchdog: {stuck.why}")
+        if run is not None and row is not None:
+            instance.add_run_tags(stuck.run_id, run_tags.outcome_tags(row))
         stuck.run_status = _run_status(instance, stuck.run_id)
     except Exception as exc:
         stuck.errors.append(f"cancel run: {type(exc).__name__}: {exc}")

@@ -3,6 +3,7 @@
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from intent_pipelines import run_tags
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.output import err_console
 from intent_pipelines.confirmation import PlanChanged, check_confirmation, parse_confirm
-from intent_pipelines.errors import ConfirmationRequired
+from intent_pipelines.engine import LaunchRequest
+from intent_pipelines.errors import ConfirmationRequired, IntentError, Refused, UsageError
 from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.plan import ExecutionPlan
 from intent_pipelines.spec.loader import LoadedIntent
+from intent_pipelines.status import RequestStatus
 
 
 @contextmanager
@@ -46,12 +49,33 @@ class Prepared:
 
 
 def prepare(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, confirm: str, dry_run: bool,
-            context: Mapping[str, str] | None = None) -> Prepared:
+            context: Mapping[str, str] | None = None, reason: str = "", replay_of: str = "") -> Prepared:
     """Validate everything before a run exists (bad input never half-executes) and settle confirmation.
 
     A bound plan hash must match the plan now (else the difference is printed and it is refused);
-    a guarded plan without confirmation asks on a terminal and is refused otherwise.
+    a guarded plan without confirmation asks on a terminal and is refused otherwise. A refusal by
+    the intent's own rules (params, policy, confirmation) is recorded as a REFUSED request, as it
+    is when the UI launches it, so every surface counts it; its id is on the error.
     """
+    try:
+        return _prepare(cli, loaded, given, confirm=confirm, dry_run=dry_run, context=context)
+    except Refused as exc:
+        if not isinstance(exc, UsageError):
+            exc.request_id = str(uuid.uuid4())
+            launch = LaunchRequest(params=given, dry_run=dry_run, reason=reason, replay_of=replay_of)
+            cli.engine.abort_preflight(loaded, launch, request_id=exc.request_id, run_id=exc.request_id, error=exc)
+        raise
+
+
+def refusal_outcome(loaded: LoadedIntent, error: IntentError) -> dict[str, Any]:
+    """The --json outcome of a request refused by prepare (the same keys as a run's)."""
+    return {"request_id": error.request_id, "run_id": None, "intent": loaded.spec.name,
+            "status": RequestStatus.REFUSED.value, "exit_code": error.exit_code, "error": error.one_line(),
+            "steps": []}
+
+
+def _prepare(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, confirm: str, dry_run: bool,
+             context: Mapping[str, str] | None) -> Prepared:
     plan, values = cli.engine.plan(loaded, given, context=context)
     _, bound = parse_confirm(confirm)
     # The launchpad config is typed (replicas: Int): hand it the validated values, minus secrets.

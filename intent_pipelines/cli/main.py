@@ -228,7 +228,7 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
     With --submit the run goes through the webserver's queue: a second request for the same
     target waits QUEUED until the first ends.
     """
-    from intent_pipelines.cli.launch import launch, prepare
+    from intent_pipelines.cli.launch import launch, prepare, refusal_outcome
     from intent_pipelines.dagster_defs.jobs import is_chain, warm_forkserver
 
     if (no_wait or dagster_url) and not submit:
@@ -236,7 +236,13 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
     loaded = cli.catalog.get(intent)
     if not is_chain(loaded.spec) and not submit:
         warm_forkserver()
-    prepared = prepare(cli, loaded, parse_assignments(list(params)), confirm=confirm, dry_run=dry_run)
+    try:
+        prepared = prepare(cli, loaded, parse_assignments(list(params)), confirm=confirm, dry_run=dry_run,
+                           reason=reason)
+    except IntentError as exc:
+        if as_json and exc.request_id:
+            print_json(refusal_outcome(loaded, exc))
+        raise
     execution_plan = prepared.plan
     if not as_json:
         console.print(f"plan {execution_plan.plan_hash}: {len(execution_plan.steps)} steps"

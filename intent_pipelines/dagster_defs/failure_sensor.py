@@ -35,6 +35,9 @@ def _alert(context: dg.RunStatusSensorContext, intent: IntentRuntime, run_status
     try:
         ended = end_crashed_run(engine.store, engine.home, request_id, run_id=run.run_id, run_status=run_status,
                                 message=message)
+        row = engine.store.request(request_id) if ended else None
+        if row is not None:
+            context.instance.add_run_tags(run.run_id, run_tags.outcome_tags(row))
         outcome = notify_request(engine.home, engine.store, run_id=run.run_id, request_id=request_id,
                                  run_status=run_status)
         if outcome is None and engine.store.request(request_id) is None:

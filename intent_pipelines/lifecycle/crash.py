@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from intent_pipelines import run_tags
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import Crashed, StepStopped
 from intent_pipelines.home import IntentHome
@@ -74,12 +75,12 @@ def _end_crashed(store: StateStore, home: IntentHome, row: dict[str, Any], error
 
 
 def reap_dead_owners(store: StateStore, home: IntentHome, *, seen_by: str,
-                     on_crashed: Callable[[str, str], None] | None = None) -> list[str]:
+                     on_crashed: Callable[[dict[str, Any], str], None] | None = None) -> list[str]:
     """End every RUNNING request whose owner process is gone from this host; returns their ids.
 
     The step's process group, if it is still on this host, is killed first: it must not go on
-    changing the target once nobody holds the request. ``on_crashed(run_id, message)`` lets the
-    Dagster layer mark the run failed so the UI does not show it STARTED forever.
+    changing the target once nobody holds the request. ``on_crashed(row, message)`` (the ended
+    request's row) lets the Dagster layer mark its run failed so the UI does not show it STARTED forever.
     """
     ended: list[str] = []
     for row in store.requests_by_status(RequestStatus.RUNNING):
@@ -97,8 +98,9 @@ def reap_dead_owners(store: StateStore, home: IntentHome, *, seen_by: str,
                              f"`intent replay {row['request_id']}`.")
         if _end_crashed(store, home, row, error, by=seen_by):
             ended.append(str(row["request_id"]))
-            if on_crashed is not None:
-                on_crashed(str(row["run_id"]), error.one_line())
+            ended_row = store.request(str(row["request_id"]))
+            if on_crashed is not None and ended_row is not None:
+                on_crashed(ended_row, error.one_line())
     return ended
 
 
@@ -120,18 +122,22 @@ def end_crashed_run(store: StateStore, home: IntentHome, request_id: str, *, run
     return _end_crashed(store, home, row, error, by="failure_sensor")
 
 
-def run_failer(instance: Any) -> Callable[[str, str], None]:
-    """An ``on_crashed`` for reap_dead_owners that marks the crashed request's Dagster run failed.
+def run_failer(instance: Any) -> Callable[[dict[str, Any], str], None]:
+    """An ``on_crashed`` for reap_dead_owners: the crashed request's Dagster run is marked failed and tagged.
 
     ``instance`` is a DagsterInstance (duck-typed: this package imports no Dagster). A run that
-    is already final is left alone; a storage error is logged, never raised (the request has ended).
+    is already final keeps its status; a storage error is logged, never raised (the request has ended).
     """
 
-    def mark(run_id: str, message: str) -> None:
+    def mark(row: dict[str, Any], message: str) -> None:
+        run_id = str(row["run_id"])
         try:
             run = instance.get_run_by_id(run_id)
-            if run is not None and run.status.value in LIVE_RUN_STATUSES:
+            if run is None:
+                return
+            if run.status.value in LIVE_RUN_STATUSES:
                 instance.report_run_failed(run, message=f"intent: {message}")
+            instance.add_run_tags(run_id, run_tags.outcome_tags(row))
         except Exception:
             log.exception("could not mark Dagster run %s failed", run_id)
 
