@@ -106,6 +106,7 @@ outcomes AS (
     FROM joined
 )
 SELECT *, cancel_event OR outcome = 'cancelled' AS cancelled,
+       outcome IN ('success', 'failure', 'cancelled') AS executed,
        CASE WHEN outcome IN ('success', 'dry_run') THEN NULL ELSE ending_step END AS failed_step
 FROM outcomes
 """
@@ -113,25 +114,25 @@ FROM outcomes
 # Nearest rank in integers, as percentiles.py: value at 1-based rank (P * n + 99) // 100 of the sorted sample.
 DUCKDB_STATS = """
 SELECT {key} AS grp,
-    count(*) FILTER (outcome IN ('success', 'failure', 'cancelled')) AS total_executions,
+    count(*) FILTER (executed) AS total_executions,
     count(*) FILTER (outcome = 'success') AS success_count,
     count(*) FILTER (outcome = 'failure') AS failure_count,
     count(*) FILTER (outcome = 'cancelled') AS cancelled_count,
-    count(*) FILTER (rolled_back AND outcome IN ('success', 'failure', 'cancelled')) AS rollback_count,
+    count(*) FILTER (rolled_back AND executed) AS rollback_count,
     count(*) FILTER (outcome = 'dry_run') AS dry_run_count,
     count(*) FILTER (outcome = 'refused') AS refused_count,
     count(*) FILTER (outcome = 'waiting') AS waiting_count,
-    count(*) FILTER (outcome = 'success')::DOUBLE / nullif(count(*) FILTER (outcome IN ('success', 'failure', 'cancelled')), 0)
+    count(*) FILTER (outcome = 'success')::DOUBLE / nullif(count(*) FILTER (executed), 0)
         AS success_rate,
-    sum(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled'))::DOUBLE
-        / nullif(count(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled')), 0) AS avg_duration_ms,
-    list_sort(list(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled') AND duration_ms IS NOT NULL))[
-        (50 * count(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled')) + 99) // 100] AS p50_duration_ms,
-    list_sort(list(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled') AND duration_ms IS NOT NULL))[
-        (95 * count(duration_ms) FILTER (outcome IN ('success', 'failure', 'cancelled')) + 99) // 100] AS p95_duration_ms,
-    coalesce(sum(retries) FILTER (outcome IN ('success', 'failure', 'cancelled')), 0)::BIGINT AS retries,
-    count(*) FILTER (outcome IN ('success', 'failure', 'cancelled') AND retries > 0) AS requests_with_retries,
-    count(replay_of) FILTER (outcome IN ('success', 'failure', 'cancelled')) AS replay_count,
+    sum(duration_ms) FILTER (executed)::DOUBLE
+        / nullif(count(duration_ms) FILTER (executed), 0) AS avg_duration_ms,
+    list_sort(list(duration_ms) FILTER (executed AND duration_ms IS NOT NULL))[
+        (50 * count(duration_ms) FILTER (executed) + 99) // 100] AS p50_duration_ms,
+    list_sort(list(duration_ms) FILTER (executed AND duration_ms IS NOT NULL))[
+        (95 * count(duration_ms) FILTER (executed) + 99) // 100] AS p95_duration_ms,
+    coalesce(sum(retries) FILTER (executed), 0)::BIGINT AS retries,
+    count(*) FILTER (executed AND retries > 0) AS requests_with_retries,
+    count(replay_of) FILTER (executed) AS replay_count,
     list_sort(list(latency_ms) FILTER (outcome = 'cancelled' AND latency_ms IS NOT NULL))[
         (50 * count(latency_ms) FILTER (outcome = 'cancelled') + 99) // 100] AS cancel_latency_p50_ms,
     list_sort(list(latency_ms) FILTER (outcome = 'cancelled' AND latency_ms IS NOT NULL))[
