@@ -16,6 +16,7 @@ from intent_pipelines.cli.failures import failures
 from intent_pipelines.cli.metrics_cmd import metrics
 from intent_pipelines.cli.operate import explain, status, stop, unlock, watch
 from intent_pipelines.cli.output import console, print_error, print_json
+from intent_pipelines.cli.plan_view import print_plan
 from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
 from intent_pipelines.errors import (
     IntentError,
@@ -23,7 +24,6 @@ from intent_pipelines.errors import (
     UsageError,
     exit_code_table,
 )
-from intent_pipelines.plan import ExecutionPlan
 from intent_pipelines.spec.loader import intent_dirs, intent_files, load_intent_file
 from intent_pipelines.spec.params import parse_assignments
 
@@ -146,35 +146,6 @@ def validate(paths: tuple[Path, ...]) -> None:
     console.print(f"{len(files)} intent files valid", markup=False)
 
 
-def _print_plan(plan: ExecutionPlan) -> None:
-    console.print(f"[bold]plan[/] {plan.intent} v{plan.version}  hash {plan.plan_hash}")
-    console.print(f"params: {plan.params}", markup=False)
-    if plan.context:
-        console.print(f"context: {plan.context}", markup=False)
-    console.print(f"lock: {plan.lock or '-'}   confirm required: {plan.confirm_required}", markup=False)
-    for level, ids in enumerate(plan.levels):
-        for step_id in ids:
-            step = plan.step(step_id)
-            extra = []
-            if step.when is False:
-                extra.append("skipped: when is false")
-            elif step.when is None:
-                extra.append("when: decided at run time")
-            if step.timeout_s:
-                extra.append(f"timeout {step.timeout_s:g}s")
-            if step.retry.attempts > 1:
-                extra.append(f"{step.retry.attempts} attempts on {step.retry.on.value}")
-            if step.pool:
-                extra.append(f"pool {step.pool}")
-            if step.rollback:
-                extra.append(f"rollback: {step.rollback.describe()}")
-            suffix = f"  [{'; '.join(extra)}]" if extra else ""
-            console.print(f"  L{level} {step_id}: {step.call.describe()}{suffix}", markup=False)
-    for check in plan.verify:
-        console.print(f"  verify {check.id}: {check.call.describe()}", markup=False)
-    console.print(f"critical path: {' -> '.join(plan.critical_path)}", markup=False)
-
-
 @main.command()
 @click.argument("intent")
 @PARAM_OPTION
@@ -187,7 +158,7 @@ def plan(cli: CliContext, intent: str, params: tuple[str, ...], as_json: bool) -
     if as_json:
         print_json({**execution_plan.to_dict(), "plan_hash": execution_plan.plan_hash})
     else:
-        _print_plan(execution_plan)
+        print_plan(execution_plan)
 
 
 @main.command()

@@ -9,6 +9,7 @@ import click
 
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.output import console, err_console, print_json
+from intent_pipelines.cli.plan_view import print_plan
 from intent_pipelines.errors import AuditBroken, ConfirmationRequired, UsageError
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
 from intent_pipelines.spec.params import REDACTED, parse_assignments
@@ -110,6 +111,11 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
         else:
             console.print(f"replay of {request_id}: plan {prepared.plan.plan_hash}"
                           + (" (intent changed: see the diff)" if drifted else ""), markup=False)
+            changed = [what for what, yes in (("intent definition", drifted), ("context (fresh capture)",
+                       fresh_context and prepared.plan.context != original["context"]),
+                       ("params (overrides)", bool(changes))) if yes]
+            console.print(f"changed since the original: {', '.join(changed) or 'nothing'}", markup=False)
+            print_plan(prepared.plan)
         return
     outcome = launch(cli, loaded, prepared.typed, dry_run=False, confirm=prepared.confirm, reason=reason,
                      lock=prepared.plan.lock, quiet=as_json, replay_of=request_id, fresh_context=fresh_context,

@@ -117,9 +117,18 @@ def test_replay_dry_run_shows_the_plan_and_runs_nothing(stamp: StampIntent) -> N
     code, out, err = invoke_cli("replay", original["request_id"], "--dry-run")
     assert code == 0, err
     assert f"replay of {original['request_id']}: plan {original['plan_hash']}" in out
+    assert "changed since the original: nothing" in out
+    assert "  L0 record: " in out and "params: {'n': 2}" in out  # the steps it would run, as `intent plan`
     assert stamp.executions() == ["2 one"]
     assert dagster_runs() == runs
     assert stamp.engine().store.replays_of(original["request_id"]) == []
+    stamp.stamp.write_text("two\n")
+    code, out, err = invoke_cli("replay", original["request_id"][:8], "--dry-run", "--fresh-context",
+                                "--override", "n=3")
+    assert code == 0, err
+    assert "changed since the original: context (fresh capture), params (overrides)" in out
+    assert "params: {'n': 3}" in out and "context: {'stamp': 'two'}" in out
+    assert dagster_runs() == runs
 
 
 def test_fresh_context_recaptures_and_shows_old_and_new(stamp: StampIntent) -> None:
