@@ -27,6 +27,7 @@ from intent_pipelines.errors import (
     ConfirmationRequired,
     GateRejected,
     IntentError,
+    LeaseLost,
     RollbackFailed,
     RolledBack,
     StepFailed,
@@ -50,6 +51,8 @@ from intent_pipelines.status import Reason, RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
 
 LOCK_TTL_S = 60.0
+# How long a step whose lease was lost gets between SIGTERM and SIGKILL.
+LEASE_LOST_GRACE_S = 2.0
 HEARTBEAT_S = 5.0
 # For bench/heartbeat_overhead.py only: INTENT_HEARTBEAT=off runs steps without the heartbeat
 # thread, so no heartbeats, no lease renewal and no stop polling. Never set it in production.
@@ -103,8 +106,10 @@ class _Heartbeat:
     """
 
     def __init__(self, store: StateStore, request_id: str, lock_key: str | None,
-                 ctx: ActionContext | None = None) -> None:
+                 ctx: ActionContext | None = None, *, run_id: str = "") -> None:
         self.store, self.request_id, self.lock_key, self.ctx = store, request_id, lock_key, ctx
+        self.run_id = run_id or request_id
+        self.lost = False  # the lease could not be renewed: the step is being stopped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -120,9 +125,22 @@ class _Heartbeat:
             if now - last_beat >= HEARTBEAT_S:
                 self.store.heartbeat(self.request_id, last_log_line=self.ctx.last_line if self.ctx else None)
                 last_beat = now
-            if self.lock_key and now - last_renew >= LOCK_TTL_S / 4:
-                self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=LOCK_TTL_S)
+            if self.lock_key and not self.lost and now - last_renew >= LOCK_TTL_S / 4:
+                if not self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=LOCK_TTL_S):
+                    self._lease_lost()
                 last_renew = now
+
+    def _lease_lost(self) -> None:
+        """Someone else holds (or freed) the lock: the step must not go on without it."""
+        self.lost = True
+        holder = self.store.lock_holder(self.lock_key) if self.lock_key else None
+        step = self.ctx.step_id if self.ctx else ""
+        self.store.append_event(ev.LockLost(lock=self.lock_key or "", step=step,
+                                            holder=holder.request_id if holder else None),
+                                request_id=self.request_id, run_id=self.run_id)
+        if self.ctx is not None:
+            self.ctx.cancel_grace_s = LEASE_LOST_GRACE_S
+            self.ctx.cancel.set()
 
     def __enter__(self) -> "_Heartbeat":
         if HEARTBEAT_ENABLED:
@@ -355,6 +373,7 @@ class Engine:
         self._set_phase(request_id, run_id, f"STEP {step_id}", attempt=attempt)
         started = time.monotonic()
         redact: Callable[[str], str] = str
+        beat: _Heartbeat | None = None
         try:
             if self.store.cancel_request_of(request_id) is not None:
                 raise StepStopped(f"{spec.name} was stopped before step {step_id} began",
@@ -380,12 +399,19 @@ class Engine:
             self.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
             self._event(ev.StepStart(step=step_id, attempt=attempt, action=redact(call.describe())),
                         request_id, run_id)
-            with _Heartbeat(self.store, request_id, row["lock_key"], ctx):
+            beat = _Heartbeat(self.store, request_id, row["lock_key"], ctx, run_id=run_id)
+            with beat:
                 outputs = self.execute(call, ctx)
             self.store.clear_step_process(request_id)
         except IntentError as exc:
-            self._step_failed(spec, row, step, run_id, attempt, exc, started, redact)
-            raise
+            error = exc
+            if isinstance(exc, StepStopped) and beat is not None and beat.lost:
+                error = LeaseLost(f"step {step_id} was stopped: the lease on lock {row['lock_key']} could not be "
+                                  "renewed", hint="See `intent status` for who holds it now; resume when it is free.")
+            self._step_failed(spec, row, step, run_id, attempt, error, started, redact)
+            if error is exc:
+                raise
+            raise error from None
         except Exception as exc:  # a bug in an action must still end the request and free the lock
             error = StepFailed(f"internal error in step {step_id}: {type(exc).__name__}: {exc}",
                                hint="This is a bug; see the step log and report it.", internal=True)
@@ -471,16 +497,17 @@ class Engine:
         """An operator or the watchdog stopped the step: no retry and no rollback (they decide next)."""
         request_id = row["request_id"]
         cancel = self.store.cancel_request_of(request_id)
-        status = cancel[1] if cancel else RequestStatus.STOPPED_BY_OPERATOR
+        status = cancel[1] if cancel else error.status
         self.store.set_step(request_id, step.id, StepStatus.FAILED, run_id=run_id, attempt=attempt)
         self._event(ev.StepFail(
             step=step.id, attempt=attempt, error=error.message, failure_class="stopped",
             error_class=type(error).__name__, exit_code=error.detail.exit_code,
             duration_ms=int((time.monotonic() - started) * 1000)), request_id, run_id)
         requested_at = self._request(request_id)["cancel_requested_at"]
-        self._event(ev.RunCancelled(
-            step=step.id, status=status.value,
-            latency_ms=int((time.time() - requested_at) * 1000) if requested_at else 0), request_id, run_id)
+        if cancel is not None:  # a stop someone asked for (a lost lease was nobody's request)
+            self._event(ev.RunCancelled(
+                step=step.id, status=status.value,
+                latency_ms=int((time.time() - requested_at) * 1000) if requested_at else 0), request_id, run_id)
         ending = Ending.of(error, step=step.id, status=status)
         if status is RequestStatus.WATCHDOG_STUCK:
             ending = dataclasses.replace(ending, reason=Reason.STUCK)

@@ -221,6 +221,14 @@ class StepStopped(StepFailed):
         return self.status, self.reason
 
 
+class LeaseLost(StepStopped):
+    """The lock lease could not be renewed (taken over or freed); the step was stopped, nothing rolled back."""
+
+    exit_code = 19
+    status = RequestStatus.FAILED
+    reason = Reason.LEASE_LOST
+
+
 class ApprovalRequired(Waiting):
     """A manual gate waits for a person: `intent approve REQUEST --step S --reason ...`, then re-execute."""
 

@@ -7,7 +7,8 @@ import pytest
 
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
-from intent_pipelines.testing import run_intent
+from intent_pipelines.status import RequestStatus
+from intent_pipelines.testing import run_intent, wait_for
 
 
 def write_intent(directory: Path, text: str) -> None:
@@ -270,3 +271,47 @@ steps:
     assert count.read_text() == "x", "the finished step ran again"
     kinds = audit_kinds(engine, first.run_id)
     assert "request.resume" in kinds and kinds[-1] == "request.complete"
+
+
+def test_a_lost_lease_stops_the_step_without_rollback(user_intents: Path, instance: dg.DagsterInstance,
+                                                      engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the lease cannot be renewed (someone took the lock), the step is stopped: FAILED, lease_lost, no undo."""
+    import threading
+
+    import intent_pipelines.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "LOCK_TTL_S", 4.0)  # renew every second
+    undo = user_intents / "undone"
+    write_intent(user_intents, f"""
+name: long-hold
+summary: holds a lock while it sleeps
+policy: {{lock: long-hold}}
+steps:
+  - id: first
+    run: [true]
+    rollback: {{run: [touch, "{undo}"]}}
+  - id: hold
+    needs: [first]
+    run: [sleep, "60"]
+""")
+
+    def steal() -> None:
+        store = engine.store
+        holder = wait_for(lambda: store.lock_holder("long-hold") if any(
+            s["step_id"] == "hold" and s["status"] == "RUNNING" for r in store.requests_by_status(
+                RequestStatus.RUNNING) for s in store.steps(r["request_id"])) else None, timeout=30,
+            what="the hold step to run")
+        store.release_lock("long-hold", request_id=holder.request_id)
+        store.acquire_lock("long-hold", request_id="intruder", run_id="intruder", ttl_s=60)
+
+    thief = threading.Thread(target=steal)
+    thief.start()
+    started = time.monotonic()
+    result, request = run_intent("long-hold", {}, instance)
+    thief.join(timeout=30)
+    assert time.monotonic() - started < 30
+    assert (request["status"], request["reason_code"], request["exit_code"]) == ("FAILED", "lease_lost", 19)
+    assert not undo.exists(), "nothing may be rolled back without the lock"
+    kinds = audit_kinds(engine, result.run_id)
+    assert "lock.lost" in kinds and "rollback.start" not in kinds and "run.cancelled" not in kinds
+    assert engine.store.lock_holder("long-hold").request_id == "intruder"
