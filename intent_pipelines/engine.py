@@ -44,6 +44,7 @@ from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.plan import ExecutionPlan, RenderedCall, build_plan, namespace, render_call, request_view
 from intent_pipelines.rendering import evaluate
 from intent_pipelines.retries import FailureClass, RetryOn, should_retry
+from intent_pipelines.settings import settings
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 from intent_pipelines.spec.params import REDACTED, redact, resolve_params
@@ -56,7 +57,6 @@ LEASE_LOST_GRACE_S = 2.0
 HEARTBEAT_S = 5.0
 # For bench/heartbeat_overhead.py only: INTENT_HEARTBEAT=off runs steps without the heartbeat
 # thread, so no heartbeats, no lease renewal and no stop polling. Never set it in production.
-HEARTBEAT_ENABLED = os.environ.get("INTENT_HEARTBEAT", "on").strip().lower() != "off"
 # A re-execution may continue a request that failed or was stopped (its completed steps stand).
 RESUMABLE = frozenset(s.value for s in RequestStatus if s.resumable)
 OUTPUT_FILE_ENV = "INTENT_OUTPUT"
@@ -143,7 +143,7 @@ class _Heartbeat:
             self.ctx.cancel.set()
 
     def __enter__(self) -> "_Heartbeat":
-        if HEARTBEAT_ENABLED:
+        if settings().heartbeat:
             self._thread.start()
         return self
 

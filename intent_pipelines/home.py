@@ -1,8 +1,9 @@
 """INTENT_HOME: the one directory that holds every piece of runtime state of a single-host install."""
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from intent_pipelines.settings import settings
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,7 @@ class IntentHome:
     @classmethod
     def from_env(cls) -> "IntentHome":
         """Use ``$INTENT_HOME``, or ``./.intent_home`` when unset."""
-        return cls(Path(os.environ.get("INTENT_HOME", ".intent_home")).resolve())
+        return cls(settings().home)
 
     @property
     def dagster_home(self) -> Path:
@@ -39,8 +40,7 @@ class IntentHome:
     @property
     def fleet_file(self) -> Path:
         """The fleet definition: ``$INTENT_FLEET`` or INTENT_HOME/fleet.yaml."""
-        override = os.environ.get("INTENT_FLEET")
-        return Path(override).resolve() if override else self.root / "fleet.yaml"
+        return settings().fleet or self.root / "fleet.yaml"
 
     @property
     def reports(self) -> Path:
@@ -56,7 +56,7 @@ class IntentHome:
 
     def store_url(self) -> str:
         """``$INTENT_STORE_URL`` or the embedded SQLite state store."""
-        return os.environ.get("INTENT_STORE_URL") or f"sqlite:///{self.state_db}"
+        return settings().store_url or f"sqlite:///{self.state_db}"
 
     def ensure(self) -> "IntentHome":
         """Create the directory tree."""

@@ -40,14 +40,13 @@ from intent_pipelines.errors import StepStopped
 from intent_pipelines.home import IntentHome
 from intent_pipelines.lifecycle.crash import group_alive
 from intent_pipelines.lifecycle.finish import Ending, end_request
+from intent_pipelines.settings import settings
 from intent_pipelines.status import FINAL_RUN_STATUSES, LIVE_RUN_STATUSES, Reason, RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
 from intent_pipelines.store.state import SHORT_ID
 
 log = logging.getLogger(__name__)
 
-STALE_ENV = "INTENT_WATCHDOG_STALE_S"
-GRACE_ENV = "INTENT_WATCHDOG_GRACE_S"
 DEFAULT_STALE_S = 900.0
 DEFAULT_GRACE_S = 10.0
 # The engine polls for stop requests every second; give it this long beyond the grace to finish.
@@ -58,21 +57,12 @@ WHO = "watchdog"
 
 def stale_threshold_s() -> float:
     """Seconds without a heartbeat after which a request counts as stuck (INTENT_WATCHDOG_STALE_S)."""
-    return _env_seconds(STALE_ENV, DEFAULT_STALE_S)
+    return settings().watchdog_stale_s
 
 
 def grace_s_from_env() -> float:
     """Seconds between SIGTERM and SIGKILL, and for the engine to react (INTENT_WATCHDOG_GRACE_S)."""
-    return _env_seconds(GRACE_ENV, DEFAULT_GRACE_S)
-
-
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        return default
-    return value if value >= 0 else default
+    return settings().watchdog_grace_s
 
 
 @dataclass

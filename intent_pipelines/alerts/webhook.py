@@ -7,7 +7,6 @@ depends on a webhook.
 """
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -21,10 +20,8 @@ from intent_pipelines.alerts.log import AlertRecord, now_ts
 from intent_pipelines.alerts.scrub import scrub
 from intent_pipelines.home import IntentHome
 from intent_pipelines.retries import Backoff
+from intent_pipelines.settings import settings
 
-URL_ENV = "INTENT_ALERT_WEBHOOK_URL"
-TIMEOUT_ENV = "INTENT_ALERT_WEBHOOK_TIMEOUT"
-ATTEMPTS_ENV = "INTENT_ALERT_WEBHOOK_ATTEMPTS"
 DELIVERY_LOG = "webhook-delivery.log"
 
 
@@ -40,13 +37,8 @@ class WebhookConfig:
     @classmethod
     def from_env(cls) -> "WebhookConfig":
         """INTENT_ALERT_WEBHOOK_URL, plus optional _TIMEOUT (seconds) and _ATTEMPTS."""
-        config = cls(url=os.environ.get(URL_ENV, "").strip())
-        try:
-            timeout = float(os.environ.get(TIMEOUT_ENV, config.timeout_s))
-            attempts = int(os.environ.get(ATTEMPTS_ENV, config.attempts))
-        except ValueError:
-            return config  # a typo in an optional knob must not cost the alert
-        return cls(url=config.url, timeout_s=max(0.1, timeout), attempts=max(1, attempts))
+        current = settings()
+        return cls(url=current.webhook_url, timeout_s=current.webhook_timeout_s, attempts=current.webhook_attempts)
 
 
 @dataclass(frozen=True)

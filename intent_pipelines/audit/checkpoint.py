@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from intent_pipelines.settings import settings
+
 CHECKPOINT_VERSION = 1
 GENESIS_DIGEST = bytes(32)
 ANCHOR_ENV = "INTENT_AUDIT_ANCHOR_DIR"
@@ -51,8 +53,7 @@ class Checkpoint:
 
 def anchor_dir() -> Path | None:
     """The export directory the writer cannot rewrite, when configured."""
-    value = os.environ.get(ANCHOR_ENV)
-    return Path(value) if value else None
+    return settings().audit_anchor_dir
 
 
 def write_once(directory: Path, checkpoint: Checkpoint) -> None:

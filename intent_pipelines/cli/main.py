@@ -1,7 +1,6 @@
 """The `intent` command: list, show, validate, plan, run, graph, init."""
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from intent_pipelines.errors import (
     UsageError,
     exit_code_table,
 )
+from intent_pipelines.settings import settings
 from intent_pipelines.spec.loader import intent_dirs, intent_files, load_intent_file
 from intent_pipelines.spec.params import parse_assignments
 
@@ -47,7 +47,7 @@ class IntentGroup(click.Group):
             print_error("interrupted")
             sys.exit(130)
         except Exception as exc:  # a bug: say so in one line, and show the trace only on request
-            if os.environ.get("INTENT_DEBUG"):
+            if settings().debug:
                 raise
             print_error(f"internal error: {type(exc).__name__}: {exc}. This is a bug; "
                         "rerun with INTENT_DEBUG=1 and report the trace.")

@@ -5,7 +5,6 @@ goes through the instance's QueuedRunCoordinator with tag ``intent/lock``: a sec
 the same target waits QUEUED until the first ends instead of failing on the lock.
 """
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,30 +17,29 @@ from intent_pipelines.cli.operate import LogFollower
 from intent_pipelines.cli.output import console
 from intent_pipelines.dagster_graphql_client import TERMINAL_STATUSES, DagsterGraphQL, DagsterGraphQLError
 from intent_pipelines.errors import StepStopped, UsageError
+from intent_pipelines.settings import DEFAULT_DAGSTER_URL, settings
 from intent_pipelines.spec.loader import LoadedIntent
 from intent_pipelines.status import RequestStatus
 
-URL_ENV = "INTENT_DAGSTER_URL"
-DEFAULT_URL = "http://127.0.0.1:3000"
 # After the request ends, how long to wait for Dagster to record the run's end too.
 RUN_END_WAIT_S = 30.0
 
 
 def dagster_url(option: str | None) -> str:
     """--dagster-url, else $INTENT_DAGSTER_URL, else the local default."""
-    return (option or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+    return option.rstrip("/") if option else settings().dagster_url
 
 
 def _client(url: str) -> DagsterGraphQL:
     """A client for ``url`` that has answered once; UsageError (exit 2) when nothing answers."""
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--dagster-url {url!r} is not an http(s) URL", hint=f"E.g. {DEFAULT_URL}.")
+        raise UsageError(f"--dagster-url {url!r} is not an http(s) URL", hint=f"E.g. {DEFAULT_DAGSTER_URL}.")
     client = DagsterGraphQL(url, timeout_s=15)
     try:
         status, error = client.location_status()
     except (requests.RequestException, DagsterGraphQLError, ValueError, KeyError) as exc:
         raise UsageError(f"no Dagster webserver answers at {url} ({type(exc).__name__})",
-                         hint=f"Start one with `dagster dev`, or pass --dagster-url / set {URL_ENV}.") from None
+                         hint="Start one with `dagster dev`, or pass --dagster-url / set INTENT_DAGSTER_URL.") from None
     if error or status not in (None, "LOADED"):
         raise UsageError(f"the code location {client.location} at {url} is {status}: {error or 'not loaded'}",
                          hint="Fix it (see the Dagster UI), then submit again.")

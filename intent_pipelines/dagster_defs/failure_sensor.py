@@ -1,6 +1,5 @@
 """Run-status sensors that turn every failed or canceled intent run into one alert (alerts/notify.py)."""
 
-import os
 
 import dagster as dg
 
@@ -9,15 +8,11 @@ from intent_pipelines.alerts.failure import RUN_CANCELED, RUN_FAILURE
 from intent_pipelines.alerts.notify import notify_request, notify_unrecorded
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.lifecycle.crash import end_crashed_run
-
-INTERVAL_ENV = "INTENT_ALERT_SENSOR_INTERVAL_S"
+from intent_pipelines.settings import settings
 
 
 def _interval_s() -> int:
-    try:
-        return max(1, int(os.environ.get(INTERVAL_ENV, "10")))
-    except ValueError:
-        return 10
+    return settings().alert_sensor_interval_s
 
 
 def _alert(context: dg.RunStatusSensorContext, intent: IntentRuntime, run_status: str) -> None:

@@ -2,7 +2,6 @@
 
 import difflib
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from intent_pipelines.actions import registry
 from intent_pipelines.errors import ParamError, SpecError, UnknownIntentError
 from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, is_template, references
+from intent_pipelines.settings import settings
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 from intent_pipelines.spec.params import check_value
 
@@ -369,7 +369,7 @@ def load_intent_file(path: Path) -> LoadedIntent:
 
 def intent_dirs() -> list[Path]:
     """User directories from INTENTS_PATH (os.pathsep-separated) first, then the bundled intents."""
-    user = [Path(p).expanduser() for p in os.environ.get("INTENTS_PATH", "").split(os.pathsep) if p]
+    user = list(settings().intents_path)
     return [*user, BUNDLED_DIR]
 
 
