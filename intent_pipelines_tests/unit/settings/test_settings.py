@@ -45,3 +45,16 @@ def test_a_typo_in_a_webhook_knob_keeps_the_default() -> None:
     """A bad webhook timeout must not cost the alert: the default is used."""
     s = Settings.from_env({"INTENT_ALERT_WEBHOOK_URL": "http://hook", "INTENT_ALERT_WEBHOOK_TIMEOUT": "soon"})
     assert (s.webhook_url, s.webhook_timeout_s) == ("http://hook", 5.0)
+
+
+def test_every_variable_is_documented() -> None:
+    """Each variable settings.py reads has a row in docs/cli.md's Environment table."""
+    import re
+
+    import intent_pipelines.settings as module
+
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    names = set(re.findall(r'"(INTENTS?_[A-Z_]+)"', source))
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(INTENTS?_[A-Z_<>]+)`", doc))
+    assert names and names <= documented, sorted(names - documented)
