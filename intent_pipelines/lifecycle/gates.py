@@ -1,10 +1,13 @@
-"""Manual gate decisions: who approved or rejected which gate of which request, recorded once."""
+"""Manual gates: who approved or rejected which gate of which request (recorded once), and passing one."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from intent_pipelines.audit import events as ev
-from intent_pipelines.errors import UsageError
-from intent_pipelines.spec.models import IntentSpec
+from intent_pipelines.errors import ApprovalRequired, GateRejected, UsageError
+from intent_pipelines.lifecycle.finish import Ending
+from intent_pipelines.lifecycle.recorder import Recorder
+from intent_pipelines.spec.models import IntentSpec, StepSpec
 from intent_pipelines.store import StateStore
 
 DECISIONS = ("approved", "rejected")
@@ -33,3 +36,23 @@ def decide_gate(store: StateStore, spec: IntentSpec, row: dict[str, Any], step: 
     event: ev.Event = (ev.GateApproved(step=step, who=who, reason=reason) if decision == "approved"
                        else ev.GateRejectedEvent(step=step, who=who, reason=reason))
     store.append_event(event, request_id=request_id, run_id=str(row["run_id"]))
+
+
+def pass_gate(rec: Recorder, row: Mapping[str, Any], step: StepSpec, run_id: str) -> None:
+    """Let an approved gate through; otherwise end the request here (resumably) until a person decides."""
+    request_id = row["request_id"]
+    decision = rec.store.gate_decision(request_id, step.id)
+    if decision is not None and decision["decision"] == "approved":
+        rec.event(ev.GatePassed(step=step.id, approved_by=decision["who"]), request_id, run_id)
+        return
+    if decision is not None:
+        raise GateRejected(f"gate {step.id} was rejected by {decision['who']}: {decision['reason']}",
+                           hint="Start a new request when the change is wanted again.")
+    rec.event(ev.GateApprovalRequired(step=step.id), request_id, run_id)
+    waiting = ApprovalRequired(f"step {step.id} waits for approval",
+                               hint=f"Run `intent approve {request_id} --step {step.id} --reason ...`, "
+                                    "then re-execute the run from failure (UI) or `intent resume`.")
+    # Waiting for a person may take hours: the request ends (resumably) and frees its lock; the
+    # re-execution takes the lock again.
+    rec.end(request_id, run_id, Ending.of(waiting, step=step.id))
+    raise waiting

@@ -17,8 +17,9 @@ import pytest
 
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.dagster_defs.watchdog import stuck_request_watchdog_sensor
-from intent_pipelines.engine import HEARTBEAT_S, Engine
+from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
+from intent_pipelines.lifecycle.lease import HEARTBEAT_S
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
 from intent_pipelines.testing import group_gone, invoke_cli, run_intent, wait_for

@@ -1,0 +1,36 @@
+"""Continuing a request in a new run (re-execution from failure, `intent resume`): re-open and re-lock it."""
+
+from typing import Any
+
+from intent_pipelines.audit import events as ev
+from intent_pipelines.errors import IntentError
+from intent_pipelines.lifecycle.lease import take_lock
+from intent_pipelines.lifecycle.liveness import Owner
+from intent_pipelines.lifecycle.recorder import Recorder
+from intent_pipelines.status import RequestStatus
+
+# A re-execution may continue a request that failed or was stopped (its completed steps stand).
+RESUMABLE = frozenset(s.value for s in RequestStatus if s.resumable)
+
+
+def resume_if_needed(rec: Recorder, row: dict[str, Any], run_id: str, owner: Owner | None = None) -> None:
+    """A re-execution of a failed request continues it: re-open it and re-take its lock."""
+    if owner is not None and (row["owner_pid"], row["owner_host"]) != (owner.pid, owner.host):
+        rec.store.set_owner(row["request_id"], host=owner.host, pid=owner.pid, token=owner.token)
+    if row["status"] == RequestStatus.RUNNING.value:
+        if row["run_id"] != run_id:
+            rec.store.update_request(row["request_id"], run_id=run_id)
+        return
+    if row["status"] in (RequestStatus.ROLLED_BACK.value, RequestStatus.ROLLBACK_FAILED.value):
+        raise IntentError(
+            f"request {row['request_id']} was rolled back; resuming would skip undone steps",
+            hint="Start a new request (a new run of the intent) instead.")
+    if row["status"] not in RESUMABLE:
+        raise IntentError(f"request {row['request_id']} already ended {row['status']}",
+                          hint="Start a new request.")
+    if row["lock_key"] and not row["dry_run"]:
+        take_lock(rec, row["lock_key"], row["request_id"], run_id, wait_s=0)
+    rec.store.update_request(row["request_id"], status=RequestStatus.RUNNING, run_id=run_id, error="", exit_code=0)
+    rec.store.clear_cancel(row["request_id"])
+    rec.event(ev.RequestResume(previous_run_id=row["run_id"], previous_status=row["status"]),
+              row["request_id"], run_id)
