@@ -14,9 +14,9 @@ from typing import Any
 
 import dagster as dg
 
-from intent_pipelines.actions.base import ActionContext
 from intent_pipelines.dagster_defs.jobs import job_for, make_intent_job
 from intent_pipelines.engine import Engine
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.fleet import load_fleet, save_fleet
 from intent_pipelines.home import IntentHome
 from intent_pipelines.platforms.local import LocalPlatform

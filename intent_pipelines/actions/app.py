@@ -4,9 +4,10 @@ import re
 
 from pydantic import Field, field_validator
 
-from intent_pipelines.actions.base import ActionContext, ActionInput, Outputs, action
+from intent_pipelines.actions.base import ActionInput, Outputs, action
 from intent_pipelines.actions.http import transient_status
 from intent_pipelines.errors import IntentError, StepFailed
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.fleet import App
 from intent_pipelines.platforms.base import (
     HealthResult,

@@ -25,8 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from intent_pipelines.actions.base import ActionContext, ActionInput, Outputs, action
+from intent_pipelines.actions.base import ActionInput, Outputs, action
 from intent_pipelines.errors import FailureDetail, StepFailed
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.platforms.base import find_app
 from intent_pipelines.platforms.local import code_dir, database_url
 from intent_pipelines.retries import FailureClass, classify

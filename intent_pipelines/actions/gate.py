@@ -2,7 +2,8 @@
 
 from pydantic import Field
 
-from intent_pipelines.actions.base import ActionContext, ActionInput, Outputs, action
+from intent_pipelines.actions.base import ActionInput, Outputs, action
+from intent_pipelines.execution.context import ActionContext
 
 
 class GateInput(ActionInput):

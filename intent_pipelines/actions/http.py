@@ -5,8 +5,9 @@ import time
 import requests
 from pydantic import Field
 
-from intent_pipelines.actions.base import ActionContext, ActionInput, Outputs, action
+from intent_pipelines.actions.base import ActionInput, Outputs, action
 from intent_pipelines.errors import FailureDetail, StepFailed
+from intent_pipelines.execution.context import ActionContext
 
 
 def transient_status(status: int | None) -> bool:

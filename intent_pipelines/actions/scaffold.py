@@ -11,9 +11,10 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field
 
-from intent_pipelines.actions.base import ActionContext, ActionInput, Outputs, action
-from intent_pipelines.actions.runner import run_command
+from intent_pipelines.actions.base import ActionInput, Outputs, action
 from intent_pipelines.errors import FailureDetail, StepFailed, TemplateError
+from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.runner import run_command
 from intent_pipelines.fleet import App, load_fleet, register_app
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"

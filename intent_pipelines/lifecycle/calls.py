@@ -5,9 +5,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from intent_pipelines.actions import registry
-from intent_pipelines.actions.base import ActionContext, Outputs
-from intent_pipelines.actions.runner import run_command
+from intent_pipelines.actions.base import Outputs
 from intent_pipelines.errors import StepFailed
+from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.runner import run_command
 from intent_pipelines.plan import RenderedCall
 
 OUTPUT_FILE_ENV = "INTENT_OUTPUT"

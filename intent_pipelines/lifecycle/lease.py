@@ -3,9 +3,9 @@
 import threading
 import time
 
-from intent_pipelines.actions.base import ActionContext
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import IntentError
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.lifecycle.crash import reap_dead_owners
 from intent_pipelines.lifecycle.finish import Ending
 from intent_pipelines.lifecycle.recorder import Recorder

@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from intent_pipelines.actions.runner import run_command
 from intent_pipelines.audit import events as ev
 from intent_pipelines.confirmation import check_confirmation, parse_confirm, plan_json
 from intent_pipelines.errors import ConfirmationRequired, IntentError, StepFailed, UsageError
+from intent_pipelines.execution.runner import run_command
 from intent_pipelines.lifecycle.finish import Ending
 from intent_pipelines.lifecycle.lease import take_lock
 from intent_pipelines.lifecycle.liveness import Owner

@@ -3,9 +3,9 @@
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from intent_pipelines.actions.base import ActionContext
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import IntentError
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.fleet import load_fleet
 from intent_pipelines.home import IntentHome
 from intent_pipelines.lifecycle.finish import Ending, end_request

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, assert_never
 
-from intent_pipelines.actions.base import ActionContext
 from intent_pipelines.errors import FleetError
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.fleet import App, load_fleet
 from intent_pipelines.home import IntentHome
 

@@ -6,9 +6,9 @@ import time
 from datetime import UTC
 from typing import Any
 
-from intent_pipelines.actions.base import ActionContext
-from intent_pipelines.actions.runner import run_command
 from intent_pipelines.errors import FleetError, StepFailed
+from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.runner import run_command
 from intent_pipelines.fleet import App, KubernetesTarget
 from intent_pipelines.platforms.base import HealthResult, Release, ReplicaStatus, parse_since
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import requests
 from sqlalchemy.engine import make_url
 
-from intent_pipelines.actions.base import ActionContext
-from intent_pipelines.actions.runner import run_command
 from intent_pipelines.errors import FailureDetail, StepFailed
+from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.runner import run_command
 from intent_pipelines.fleet import App
 from intent_pipelines.home import IntentHome
 from intent_pipelines.platforms.base import HealthResult, Release, ReplicaStatus, parse_since

@@ -11,7 +11,8 @@ import intent_pipelines.actions.app
 import intent_pipelines.actions.db
 import intent_pipelines.actions.http  # noqa: F401
 from intent_pipelines import testing
-from intent_pipelines.actions.base import REGISTRY, ActionContext, Outputs
+from intent_pipelines.actions.base import REGISTRY, Outputs
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.home import IntentHome
 
 RunAction = Callable[..., Outputs]

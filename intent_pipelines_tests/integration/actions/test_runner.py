@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from intent_pipelines.actions.base import ActionContext
-from intent_pipelines.actions.runner import TAIL_LINES, run_command
 from intent_pipelines.errors import StepFailed, StepTimeout
+from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.runner import TAIL_LINES, run_command
 from intent_pipelines.home import IntentHome
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from intent_pipelines.actions.base import REGISTRY, ActionContext
+from intent_pipelines.actions.base import REGISTRY
 from intent_pipelines.actions.scaffold import (
     COMMIT_MESSAGE,
     NextjsScaffoldInput,
@@ -20,6 +20,7 @@ from intent_pipelines.actions.scaffold import (
     template_files,
 )
 from intent_pipelines.errors import StepFailed
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.fleet import App, load_fleet, register_app
 from intent_pipelines.home import IntentHome
 

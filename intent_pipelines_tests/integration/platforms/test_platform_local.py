@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from intent_pipelines.actions.base import ActionContext, Outputs
+from intent_pipelines.actions.base import Outputs
 from intent_pipelines.errors import StepFailed
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.fleet import App, load_fleet, register_app
 from intent_pipelines.home import IntentHome
 from intent_pipelines.platforms.local import LocalPlatform, database_url
@@ -175,7 +176,7 @@ def test_detached_replica_does_not_hold_the_callers_output(
     script = textwrap.dedent(f"""
         from pathlib import Path
         import intent_pipelines.actions.app as app
-        from intent_pipelines.actions.base import ActionContext
+        from intent_pipelines.execution.context import ActionContext
         from intent_pipelines.home import IntentHome
         ctx = ActionContext("r", "s", IntentHome(Path({str(home.root)!r})), Path({str(tmp_path / "c.log")!r}))
         print(app.start(ctx, app.StartInput(app="hello-api")))

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from intent_pipelines.actions.base import ActionContext
 from intent_pipelines.errors import FailureDetail, StepFailed, StepStopped, StepTimeout
+from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.retries import FailureClass, classify
 
 TAIL_LINES = 40
