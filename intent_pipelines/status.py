@@ -25,7 +25,7 @@ class Category(str, Enum):
 
     @property
     def pages(self) -> bool:
-        """Whether the ending gets a report and a webhook POST (besides its alert line)."""
+        """Whether the ending pages: forensics and a webhook POST (every alerted ending gets a line and a report)."""
         return self in (Category.FAILURE, Category.WAITING)
 
 

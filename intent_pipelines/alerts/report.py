@@ -54,15 +54,16 @@ def next_actions(facts: FailureFacts) -> list[str]:
             return ["Nothing ran. Fix the input named in the message: the params "
                     f"(`intent plan {facts.intent} -p NAME=VALUE` checks them without running), the app in "
                     f"fleet.yaml, or the intent file (`intent validate`).",
-                    f"Then start a new request: `intent run {facts.intent} ...`, or "
-                    f"`intent replay {rid} --override NAME=VALUE`."]
+                    f"Then start a new request: `intent run {facts.intent} -p NAME=VALUE ...` (a request "
+                    "refused before it started has no recorded params to replay)."]
         case Reason.POLICY:
             return ["Nothing ran. A policy rule refused the request.",
                     "Change the params or the intent's policy if the change is really wanted."]
         case Reason.CONFIRMATION:
             return ["Nothing ran. The intent's policy asks for an explicit confirmation.",
-                    f"Review the plan (`intent replay {rid} --dry-run`), then confirm exactly that plan with "
-                    f"`intent replay {rid} --confirm=PLANHASH` (in the launchpad: `confirm: true` or the hash)."]
+                    f"Review the plan (`intent run {facts.intent} ... --dry-run`), then confirm exactly that plan "
+                    f"with `intent run {facts.intent} ... --confirm=PLANHASH` (in the launchpad: `confirm: true` "
+                    "or the hash)."]
         case Reason.LOCK_BUSY:
             lock = facts.lock_key or "LOCK"
             holder = f" (held by request {facts.lock_holder})" if facts.lock_holder else ""

@@ -10,10 +10,9 @@ import click
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.output import console, err_console, print_json
 from intent_pipelines.cli.plan_view import print_plan
-from intent_pipelines.errors import AuditBroken, ConfirmationRequired, UsageError
+from intent_pipelines.errors import ConfirmationRequired, UsageError
 from intent_pipelines.spec.loader import LoadedIntent, parse_intent
-from intent_pipelines.spec.params import REDACTED, parse_assignments
-from intent_pipelines.status import RequestStatus
+from intent_pipelines.spec.params import parse_assignments
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
@@ -24,35 +23,6 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
         return
     line = f"request {outcome['request_id']}: {outcome['status']}"
     console.print(line + (f" — {outcome['error']}" if outcome["error"] else ""), markup=False)
-
-
-def _original(cli: CliContext, request_id: str) -> tuple[dict[str, Any], str]:
-    """The original request.start body and its intent file content, from the audit log alone.
-
-    The request's part of the chain is verified first: a replay of tampered history is refused.
-    """
-    from intent_pipelines.audit.integrity import verify_store
-
-    store = cli.engine.store
-    records = list(store.audit_records(request_id=request_id))
-    start = next((r for r in records if r.kind == "request.start"), None)
-    if start is None:
-        raise UsageError(f"request {request_id} is not in the audit log",
-                         hint="Check the id: it is the run id `intent run` prints and the UI shows.")
-    result = verify_store(store, cli.home, first_seq=0, last_seq=records[-1].seq)
-    if not result.ok:
-        first = result.first_break
-        assert first is not None
-        raise AuditBroken(f"the audit chain is broken at seq {first.seq} ({first.kind.value}): request "
-                          f"{request_id} cannot be trusted for replay", hint="Run `intent audit verify`.")
-    body = start.data()
-    sha = body["intent_sha256"]
-    file_record = next((r for r in store.audit_records_of_kind("intent.file")
-                        if r.data().get("intent_sha256") == sha), None)
-    if file_record is None:
-        raise UsageError(f"the intent file of request {request_id} ({sha[:12]}) is not in the audit log",
-                         hint="Requests from before intent files were recorded cannot be replayed exactly.")
-    return body, str(file_record.data()["content"])
 
 
 def _show_diff(title: str, old: str, new: str) -> bool:
@@ -78,9 +48,11 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
            confirm: str, accept_drift: bool, reason: str, as_json: bool) -> None:
     """Run a past request again: same intent, params and context, from the audit log alone."""
     from intent_pipelines.cli.launch import launch, prepare
+    from intent_pipelines.lifecycle.replay import original_request
 
     request_id = cli.request_id(request_id)
-    original, content = _original(cli, request_id)
+    recorded = original_request(cli.engine.store, cli.home, request_id)
+    original, content = recorded.start, recorded.content
     current = cli.catalog.get(original["intent"])
     drifted = current.sha256 != original["intent_sha256"]
     if drifted:
@@ -90,8 +62,7 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
                              hint="Review the diff above; pass --accept-drift to run the current definition.")
     loaded = current if drifted else LoadedIntent(parse_intent(content, f"<recorded {original['intent']}>"),
                                                   current.path, content)
-    params = {k: v for k, v in original["params"].items()
-              if not (isinstance(v, str) and v.startswith(REDACTED))}  # secrets come from the environment
+    params = recorded.params()
     changes = parse_assignments(list(overrides))
     for name, value in changes.items():
         err_console.print(f"override {name}: {params.get(name)!r} -> {value!r}", markup=False)
@@ -131,17 +102,12 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
 def resume(cli: CliContext, request_id: str, as_json: bool) -> None:
     """Re-execute a failed, stopped or waiting request from failure (finished steps are not re-run)."""
     from intent_pipelines.cli.launch import launch
+    from intent_pipelines.lifecycle.resume import check_resumable
 
     row = cli.engine.store.find_request(request_id)
     if row is None:
         raise UsageError(f"no request {request_id}", hint="Check the id (`intent status --all`).")
-    status = RequestStatus(row["status"])
-    if status in (RequestStatus.ROLLED_BACK, RequestStatus.ROLLBACK_FAILED):
-        raise UsageError(f"request {row['request_id']} was rolled back; resuming would skip steps whose "
-                         "effects were undone", hint=f"Run it again with `intent replay {row['request_id']}`.")
-    if not status.resumable:
-        raise UsageError(f"request {row['request_id']} is {status.value}; only failed, stopped, crashed or waiting "
-                         "requests can be resumed", hint=f"See `intent explain {row['request_id']}`.")
+    check_resumable(row)
     loaded = cli.catalog.get(row["intent"])
     outcome = launch(cli, loaded, {}, dry_run=False, confirm="", reason="", lock=row["lock_key"], quiet=as_json,
                      reexecute_of=row["run_id"])

@@ -1,1 +1,1 @@
-"""The life of a request: how it ends (finish), who owns it and whether they are alive (liveness)."""
+"""The life of a request, one module per phase: preflight, steps, verify, rollback, resume, lease, finish."""

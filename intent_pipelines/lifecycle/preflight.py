@@ -14,6 +14,7 @@ from intent_pipelines.lifecycle.finish import Ending
 from intent_pipelines.lifecycle.lease import take_lock
 from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.lifecycle.recorder import Recorder, print_line, secret_values
+from intent_pipelines.lifecycle.replay import original_request
 from intent_pipelines.lifecycle.resume import RESUMABLE
 from intent_pipelines.plan import ExecutionPlan, build_plan, namespace, render_call, request_view
 from intent_pipelines.spec.loader import LoadedIntent
@@ -172,11 +173,7 @@ def _record_intent_file(rec: Recorder, loaded: LoadedIntent, request_id: str, ru
 
 def _replayed(rec: Recorder, request_id: str) -> dict[str, Any]:
     """The request.start body of the request being replayed (refused if unknown)."""
-    start = next((r for r in rec.store.audit_records(request_id=request_id) if r.kind == "request.start"), None)
-    if start is None:
-        raise UsageError(f"request {request_id} has no request.start in the audit log",
-                         hint="Check the id; only requests that started can be replayed.")
-    return start.data()
+    return original_request(rec.store, rec.home, request_id).start
 
 
 def _replay_mode(original: Mapping[str, Any], params: Mapping[str, Any], fresh_context: bool, *,

@@ -277,3 +277,15 @@ def test_replay_launchpad_fields_are_reserved_param_names(stamp: StampIntent, na
     code, out, _ = invoke_cli("validate", str(stamp.intent_file))
     assert code == 3
     assert f"param name {name!r} is reserved for the launchpad" in out
+
+
+def test_a_request_refused_before_it_started_cannot_be_replayed_and_says_what_to_do(stamp: StampIntent) -> None:
+    """Replaying a request refused in preflight (bad param) exits 2 with one line naming `intent run`."""
+    code, out, err = invoke_cli("run", "stamp", "-p", "n=9", "--json")
+    assert code != 0, out
+    refused = json.loads(out)
+    assert refused["status"] == "REFUSED"
+    code, out, err = invoke_cli("replay", refused["request_id"])
+    assert code == 2 and "Traceback" not in err
+    assert error_lines(err) == [f"error: request {refused['request_id']} was refused before it started, so it "
+                                "has no params to replay. Start a new request: `intent run stamp -p NAME=VALUE ...`."]
