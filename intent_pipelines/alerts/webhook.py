@@ -7,6 +7,7 @@ depends on a webhook.
 """
 
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from intent_pipelines.retries import Backoff
 from intent_pipelines.settings import settings
 
 DELIVERY_LOG = "webhook-delivery.log"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def deliver(record: AlertRecord, config: WebhookConfig, *, home: IntentHome | No
 
 
 def log_delivery_failure(home: IntentHome, record: AlertRecord, delivery: Delivery, config: WebhookConfig) -> None:
-    """Append one JSON line to webhook-delivery.log; a failure to log is swallowed too."""
+    """Append one JSON line to webhook-delivery.log; a failure to write it goes to the process log."""
     line = {"ts": now_ts(), "run_id": record.run_id, "request_id": record.request_id, "url": _safe_url(config.url),
             "attempts": delivery.attempts, "error": delivery.error, "status_code": delivery.status_code}
     try:
@@ -118,4 +121,4 @@ def log_delivery_failure(home: IntentHome, record: AlertRecord, delivery: Delive
         with (home.alerts / DELIVERY_LOG).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, sort_keys=True) + "\n")
     except OSError:
-        pass
+        log.warning("could not append to %s: %s", home.alerts / DELIVERY_LOG, line, exc_info=True)
