@@ -14,10 +14,11 @@ from pydantic import ValidationError
 
 from intent_pipelines.actions import registry
 from intent_pipelines.errors import ParamError, SpecError, UnknownIntentError
-from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, is_template, references
+from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, references
 from intent_pipelines.settings import settings
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 from intent_pipelines.spec.params import check_value
+from intent_pipelines.spec.shell_guard import check_argv, check_shell
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "intents"
 
@@ -140,7 +141,7 @@ def parse_intent(text: str, path: str = "<string>") -> IntentSpec:
     _check_defaults(spec, lines)
     _check_graph(spec, lines)
     _check_actions(spec, lines)
-    _check_shell_argv(spec, lines)
+    _check_shell(spec, lines)
     _check_templates(spec, lines)
     return spec
 
@@ -295,20 +296,15 @@ def _call_sites(at: Path_, call: ActionCall, readable: set[str]) -> Iterator[tup
         yield where, text, False, readable
 
 
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "/bin/sh", "/bin/bash", "/usr/bin/bash", "/usr/bin/env"})
-
-
-def _check_shell_argv(spec: IntentSpec, lines: _LineMap) -> None:
-    """Refuse `run: [sh, -c, "...{{ x }}..."]`: values would reach the shell unquoted."""
-    for at, call in _calls(spec):
-        argv = call.run if isinstance(call.run, list) else []
-        if len(argv) >= 3 and argv[0] in _SHELLS and "-c" in argv[1:3]:
-            script_index = argv.index("-c") + 1
-            if script_index < len(argv) and is_template(argv[script_index]):
-                raise lines.error(
-                    "a shell script in an argv interpolates templates unquoted",
-                    (*at, "run", script_index),
-                    "Write `run` as one string with `shell: true` so every value is shell-quoted.")
+def _check_shell(spec: IntentSpec, lines: _LineMap) -> None:
+    """Refuse templates a shell or interpreter would parse as code (see shell_guard)."""
+    runs: list[tuple[Path_, list[str] | str | None]] = [(at, call.run) for at, call in _calls(spec)]
+    runs += [(("context", name), capture.run) for name, capture in spec.context.items()]
+    for at, run in runs:
+        finding = check_argv(run) if isinstance(run, list) else check_shell(run) if run else None
+        if finding is not None:
+            where = (*at, "run") if finding.index is None else (*at, "run", finding.index)
+            raise lines.error(finding.problem, where, finding.hint)
 
 
 def _check_templates(spec: IntentSpec, lines: _LineMap) -> None:

@@ -37,8 +37,8 @@ steps:
     run: [python3, -c, "print('preparing')"]
   - id: explode
     needs: [prepare]
-    run: [python3, -c, "import sys; print('cannot read /srv/app/{{ request.id }}.conf'); sys.exit(1)",
-          "password=hunter2"]
+    run: [python3, -c, "import sys; print('cannot read /srv/app/%s.conf' % sys.argv[1]); sys.exit(1)",
+          "{{ request.id }}", "password=hunter2"]
 """
 
 SLOW_INTENT = """\
