@@ -3,12 +3,13 @@
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from intent_pipelines.errors import FleetError
+from intent_pipelines.spec.models import ENV_NAME_PATTERN
 
 
 class _Strict(BaseModel):
@@ -40,6 +41,9 @@ class App(_Strict):
     database: str = Field(default="", description="SQLAlchemy URL; relative sqlite paths are under fleet/<app>/data")
     migrations: str = Field(default="migrations", description="directory of NNNN_name.up.sql/.down.sql")
     env: dict[str, str] = Field(default_factory=dict)
+    # Variables the app's commands (replicas, builds, kubectl) take from the operator's environment by
+    # name; they get nothing else beyond a base (PATH, HOME, locale), see execution/environment.py.
+    inherit_env: list[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]] = Field(default_factory=list)
     kubernetes: KubernetesTarget | None = None
 
     def source_path(self, fleet_file: Path) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from intent_pipelines import secrets
 from intent_pipelines.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,27 @@ class Settings:
 
 
 def settings() -> Settings:
-    """The settings of the current environment (read afresh: tests and the CLI change it)."""
-    return Settings.from_env()
+    """The settings of the current environment (read afresh: tests and the CLI change it).
+
+    Secret-bearing settings (the webhook URL, the store's password) and variables whose names mark
+    them as secrets are registered for masking on the way.
+    """
+    current = Settings.from_env()
+    secrets.register_environment(os.environ)
+    secrets.register(current.webhook_url, _password(current.store_url))
+    return current
+
+
+def _password(url: str) -> str | None:
+    if not url:
+        return None
+    from sqlalchemy.engine import make_url  # only when a store URL is set: SQLAlchemy is slow to import
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None  # the store reports a malformed URL itself
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from intent_pipelines import secrets
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.testing import postgres_server, prepare_sample_home, stop_fleet
@@ -37,6 +38,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             f"{len(misplaced)} test(s) outside a tier directory or with their own tier marker, e.g. "
             f"{misplaced[0]}: move the file under intent_pipelines_tests/{{{','.join(TIERS)}}}/ and drop the marker")
+
+
+@pytest.fixture(autouse=True)
+def no_known_secrets() -> Iterator[None]:
+    """Each test starts, as a fresh process does, with no secret registered for masking."""
+    secrets.forget_all()
+    yield
+    secrets.forget_all()
 
 
 @pytest.fixture

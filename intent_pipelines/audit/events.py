@@ -124,6 +124,7 @@ class StepStart(Event):
     step: str = ""
     attempt: int = 1
     action: str = ""
+    env: list[str] | None = None  # variables given beyond the base environment, by name only
 
 
 @dataclass(frozen=True)

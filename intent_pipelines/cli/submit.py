@@ -5,6 +5,7 @@ goes through the instance's QueuedRunCoordinator with tag ``intent/lock``: a sec
 the same target waits QUEUED until the first ends instead of failing on the lock.
 """
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -14,11 +15,13 @@ import requests
 from intent_pipelines import run_tags
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.operate import LogFollower
-from intent_pipelines.cli.output import console
+from intent_pipelines.cli.output import console, err_console
 from intent_pipelines.dagster_graphql_client import TERMINAL_STATUSES, DagsterGraphQL, DagsterGraphQLError
 from intent_pipelines.errors import StepStopped, UsageError
 from intent_pipelines.settings import DEFAULT_DAGSTER_URL, settings
 from intent_pipelines.spec.loader import LoadedIntent
+from intent_pipelines.spec.models import IntentSpec
+from intent_pipelines.spec.params import secret_env_var
 from intent_pipelines.status import RequestStatus
 
 # After the request ends, how long to wait for Dagster to record the run's end too.
@@ -49,6 +52,19 @@ def _client(url: str) -> DagsterGraphQL:
     return client
 
 
+def _note_secrets_stay_here(spec: IntentSpec) -> None:
+    """Say (by name, never by value) which secrets set here the submitted run will not use.
+
+    A submitted run executes in the Dagster daemon's run worker, which reads secret params from its
+    own environment: sending the caller's value would write it into the run config (Dagster storage).
+    """
+    for name, param in spec.params.items():
+        variable = secret_env_var(name, param)
+        if param.secret and os.environ.get(variable):
+            err_console.print(f"note: the submitted run reads secret param {name!r} from the environment of the "
+                              f"Dagster daemon; {variable} set here is not sent", markup=False)
+
+
 def submit(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, dry_run: bool, confirm: str,
            reason: str, lock: str | None, url: str, wait: bool, quiet: bool, plan: str = "",
            poll_s: float = 0.5) -> dict[str, Any]:
@@ -59,6 +75,7 @@ def submit(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
     """
     spec = loaded.spec
     client = _client(url)
+    _note_secrets_stay_here(spec)
     run_config: dict[str, Any] = dict(given)
     run_config.update({"dry_run": dry_run, "confirm": confirm, "reason": reason, "plan": plan})
     tags = {run_tags.NAME: spec.name, run_tags.SOURCE: run_tags.SOURCE_SUBMIT}

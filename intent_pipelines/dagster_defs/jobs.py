@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from intent_pipelines import run_tags
+from intent_pipelines import run_tags, secrets
 from intent_pipelines.dagster_defs.launchpad import PREFLIGHT, launch_config_mapping, preflight_config_schema
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
 from intent_pipelines.engine import Engine, LaunchRequest, RetryStep
@@ -53,7 +53,9 @@ def _failure(exc: IntentError) -> dg.Failure:
                          "log_path": detail.log_path})
         if detail.exit_code is not None:
             metadata["process_exit_code"] = detail.exit_code
-    return dg.Failure(description=exc.one_line(), metadata=metadata, allow_retries=False)
+    # What Dagster stores (event log, UI) is masked like everything else that leaves the process.
+    return dg.Failure(description=secrets.mask(exc.one_line()), metadata=secrets.mask_data(metadata),
+                      allow_retries=False)
 
 
 def _preflight_op(loaded: LoadedIntent) -> dg.OpDefinition:
@@ -108,7 +110,7 @@ def _step_op(spec: IntentSpec, step_id: str, description: str, pool: str | None,
             _tag_outcome(context, engine, request_id)
             raise _failure(exc) from None
         if outputs:
-            context.add_output_metadata({k: str(v) for k, v in outputs.items()}, output_name="result")
+            context.add_output_metadata({k: secrets.mask(str(v)) for k, v in outputs.items()}, output_name="result")
 
     return step
 

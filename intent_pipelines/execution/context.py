@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from intent_pipelines import secrets
 from intent_pipelines.home import IntentHome
 
 
@@ -19,6 +20,8 @@ class ActionContext:
     dry_run: bool = False
     timeout_s: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    # Names of variables the intent opts in from the operator's environment (`inherit_env:`).
+    inherit: tuple[str, ...] = ()
     # Called with each line of output so the Dagster op can stream it; tests pass a list.append.
     emit: Callable[[str], None] = lambda line: None
     # Values of secret params: masked in every log line, audit record and error message.
@@ -30,12 +33,12 @@ class ActionContext:
     on_process: Callable[[int], None] = lambda pgid: None
     last_line: str = ""
 
+    def __post_init__(self) -> None:
+        secrets.register(*self.secrets)
+
     def redact(self, text: str) -> str:
-        """``text`` with every secret value replaced by ***."""
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """``text`` with every form of every known secret replaced by ***."""
+        return secrets.mask(text)
 
     def log(self, line: str) -> None:
         """Append one line to the step log and stream it (secrets masked)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from intent_pipelines.errors import FailureDetail, StepFailed, StepStopped, StepTimeout
 from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.environment import step_environment
 from intent_pipelines.retries import FailureClass, classify
 
 TAIL_LINES = 40
@@ -49,6 +50,7 @@ def run_command(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    inherit: Sequence[str] = (),
     timeout_s: float | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     check: bool = True,
@@ -63,7 +65,8 @@ def run_command(
     on a non-zero exit, classified transient or deterministic from its output.
     """
     command = ctx.redact(" ".join(argv))
-    full_env = {**os.environ, **(env or {})}
+    # Least privilege: the allowlisted base, the names the intent (ctx) or caller opts in, then ``env``.
+    full_env = step_environment(env, inherit=(*ctx.inherit, *inherit))
     ctx.log(f"$ {command}")
     started = time.monotonic()
     try:

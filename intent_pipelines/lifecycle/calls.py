@@ -40,7 +40,9 @@ def execute(call: RenderedCall, ctx: ActionContext) -> Outputs:
     output_file.unlink(missing_ok=True)
     run_command(ctx, call.argv, cwd=Path(call.cwd) if call.cwd else None,
                 env={**call.env, OUTPUT_FILE_ENV: str(output_file)}, timeout_s=ctx.timeout_s)
-    return _read_outputs(output_file)
+    outputs = _read_outputs(output_file)
+    output_file.unlink(missing_ok=True)  # the values live on in the store, masked; the raw file must not
+    return outputs
 
 
 def _read_outputs(path: Path) -> Outputs:

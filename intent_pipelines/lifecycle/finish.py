@@ -7,9 +7,9 @@ that is no longer RUNNING is not ended again (the first ending wins; a resume re
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from intent_pipelines import secrets
 from intent_pipelines.alerts.failure import read_failure
 from intent_pipelines.alerts.notify import notify
 from intent_pipelines.alerts.signatures import signature
@@ -39,7 +39,7 @@ class Ending:
 
     @classmethod
     def of(cls, error: IntentError, *, step: str = "", status: RequestStatus | None = None,
-           cause: IntentError | None = None, redact: Callable[[str], str] = str) -> "Ending":
+           cause: IntentError | None = None) -> "Ending":
         """The ending ``error`` means.
 
         ``status`` overrides its own (ROLLED_BACK after a failure); ``cause`` is the original
@@ -48,8 +48,8 @@ class Ending:
         own_status, reason = (cause or error).ending()
         final = status or own_status
         exit_code = _EXIT_CODE_OF_STATUS.get(final, error.exit_code)
-        return cls(status=final, reason=reason, error=redact(error.one_line()),
-                   cause=redact((cause or error).message), error_class=type(cause or error).__name__,
+        return cls(status=final, reason=reason, error=secrets.mask(error.one_line()),
+                   cause=secrets.mask((cause or error).message), error_class=type(cause or error).__name__,
                    exit_code=exit_code, step=step)
 
 

@@ -49,7 +49,8 @@ def capture_context(rec: Recorder, spec: IntentSpec, params: Mapping[str, Any], 
     values: dict[str, str] = {}
     for name, capture in spec.context.items():
         call = render_call(ActionCall(run=capture.run), ns, where=f"context.{name}")
-        ctx = rec.action_context(request_id, "_context", emit, secrets=secret_values(spec, ns))
+        ctx = rec.action_context(request_id, "_context", emit, secrets=secret_values(spec, ns),
+                                 inherit=tuple(spec.inherit_env))
         try:
             result = run_command(ctx, call.argv, timeout_s=capture.timeout)
             values[name] = result.tail.strip().splitlines()[-1] if result.tail.strip() else ""
@@ -73,7 +74,7 @@ def make_plan(rec: Recorder, loaded: LoadedIntent, given: Mapping[str, Any], *, 
     app = rec.app_view(spec, values)
     if context is None:
         context = capture_context(rec, spec, values, request_id=request_id, emit=emit)
-    shown = redact(spec, values, salt=None)
+    shown = redact(spec, values)
     plan = build_plan(spec, intent_sha256=loaded.sha256, params=shown, context=dict(context), app=app)
     rec.store.save_plan(plan.plan_hash, plan_json(plan))
     return plan, values
@@ -104,7 +105,7 @@ def preflight(rec: Recorder, loaded: LoadedIntent, launch: LaunchRequest, *, req
         raise ConfirmationRequired(f"request {launch.replay_of} needed confirmation, so its replay does too",
                                    hint=f"Pass --confirm={plan.plan_hash[:12]} (or --confirm).")
     who = launch.who or getpass.getuser()
-    recorded_params = redact(loaded.spec, values, salt=request_id)
+    recorded_params = redact(loaded.spec, values)
     created = rec.store.create_request(
         request_id=request_id, intent=plan.intent, run_id=run_id, params=recorded_params,
         context=plan.context, plan_hash=plan.plan_hash, intent_sha256=loaded.sha256,
@@ -180,7 +181,7 @@ def _replay_mode(original: Mapping[str, Any], params: Mapping[str, Any], fresh_c
                  drifted: bool = False) -> str:
     """exact, or what differs from the original joined with '+': fresh_context, overrides, drift."""
     def visible(values: Mapping[str, Any]) -> dict[str, Any]:
-        # Secrets are salted per request, so they never compare equal; they are not overrides.
+        # Secrets are never recorded (***), so they are never overrides.
         return {k: v for k, v in values.items() if not (isinstance(v, str) and v.startswith(REDACTED))}
 
     changed = visible(original.get("params", {})) != visible(params)

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from intent_pipelines import secrets
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import IntentError
 from intent_pipelines.execution.context import ActionContext
@@ -19,7 +20,7 @@ from intent_pipelines.store import StateStore
 def print_line(prefix: str) -> Callable[[str], None]:
     """An emitter that prints ``[prefix] line``: what the step log viewer in Dagster shows."""
     def emit(line: str) -> None:
-        print(f"[{prefix}] {line}", flush=True)
+        print(secrets.mask(f"[{prefix}] {line}"), flush=True)
 
     return emit
 
@@ -86,11 +87,11 @@ class Recorder:
 
     def action_context(self, request_id: str, step_id: str, emit: Callable[[str], None] | None,
                        *, dry_run: bool = False, timeout_s: float | None = None,
-                       secrets: tuple[str, ...] = ()) -> ActionContext:
+                       secrets: tuple[str, ...] = (), inherit: tuple[str, ...] = ()) -> ActionContext:
         def record_process(pgid: int) -> None:
             self.store.heartbeat(request_id, pgid=pgid)
 
         return ActionContext(request_id=request_id, step_id=step_id, home=self.home,
                              log_path=self.home.step_log(request_id, step_id), dry_run=dry_run,
                              timeout_s=timeout_s, emit=emit or (lambda line: None), secrets=secrets,
-                             on_process=record_process)
+                             inherit=inherit, on_process=record_process)

@@ -3,14 +3,15 @@
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from intent_pipelines.actions.base import Outputs
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import ApprovalRequired, IntentError, LeaseLost, StepFailed, StepStopped, StepTimeout
-from intent_pipelines.lifecycle.calls import execute, preview
+from intent_pipelines.execution.environment import given_names
+from intent_pipelines.lifecycle.calls import OUTPUT_FILE_ENV, execute, preview
 from intent_pipelines.lifecycle.finish import Ending
 from intent_pipelines.lifecycle.gates import pass_gate
 from intent_pipelines.lifecycle.lease import LOCK_TTL_S, Heartbeat
@@ -46,7 +47,6 @@ class StepRun:
     run_id: str
     attempt: int
     started: float
-    redact: Callable[[str], str] = str
 
     @property
     def request_id(self) -> str:
@@ -83,8 +83,8 @@ def run_step(rec: Recorder, request_id: str, step_id: str, *, run_id: str, attem
                               hint=f"See `intent explain {request_id}`.")
         ns = rec.namespace(spec, row)
         ctx = rec.action_context(request_id, step_id, emit, dry_run=row["dry_run"],
-                                 timeout_s=_step_timeout(spec, row, step.timeout), secrets=secret_values(spec, ns))
-        run = dataclasses.replace(run, redact=ctx.redact)
+                                 timeout_s=_step_timeout(spec, row, step.timeout), secrets=secret_values(spec, ns),
+                                 inherit=(*spec.inherit_env, *step.inherit_env))
         if not _step_enabled(step, ns):
             rec.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
             run.event(ev.StepSkip(step=step_id, reason="when is false"))
@@ -99,7 +99,8 @@ def run_step(rec: Recorder, request_id: str, step_id: str, *, run_id: str, attem
             rec.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
             return {}
         rec.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
-        run.event(ev.StepStart(step=step_id, attempt=attempt, action=run.redact(call.describe())))
+        run.event(ev.StepStart(step=step_id, attempt=attempt, action=call.describe(),
+                               env=given_names({**call.env, OUTPUT_FILE_ENV: ""}, ctx.inherit) or None))
         beat = Heartbeat(rec, request_id, row["lock_key"], ctx, run_id=run_id)
         with beat:
             outputs = execute(call, ctx)
@@ -164,7 +165,7 @@ def _step_failed(run: StepRun, error: IntentError) -> None:
         if run.row["lock_key"]:
             # Keep the lease through the backoff wait, when no op is running to renew it.
             rec.store.renew_lock(run.row["lock_key"], request_id=request_id, ttl_s=LOCK_TTL_S + wait_s)
-        run.event(ev.StepRetry(step=step.id, attempt=run.attempt, error=run.redact(error.message),
+        run.event(ev.StepRetry(step=step.id, attempt=run.attempt, error=error.message,
                                failure_class=failure.value, wait_ms=int(wait_s * 1000)))
         print_line(step.id)(f"attempt {run.attempt}/{step.retry.attempts} failed ({failure.value}); "
                             f"retrying in {wait_s:.1f}s")
@@ -172,7 +173,7 @@ def _step_failed(run: StepRun, error: IntentError) -> None:
     detail = error.detail if isinstance(error, StepFailed) else None
     rec.store.set_step(request_id, step.id, StepStatus.FAILED, run_id=run.run_id, attempt=run.attempt)
     run.event(ev.StepFail(
-        step=step.id, attempt=run.attempt, error=run.redact(error.message), failure_class=failure.value,
+        step=step.id, attempt=run.attempt, error=error.message, failure_class=failure.value,
         error_class=type(error).__name__, exit_code=detail.exit_code if detail else None,
         duration_ms=run.elapsed_ms()))
     undone = roll_back(rec, run.spec, request_id, run.run_id)
@@ -181,7 +182,7 @@ def _step_failed(run: StepRun, error: IntentError) -> None:
         own = RequestStatus.FAILED  # past preflight, earlier steps may have run: a failure, not a refusal
     # Undone steps make the status ROLLED_BACK (or ROLLBACK_FAILED) whatever the cause; the reason keeps it.
     status = undone if undone is not RequestStatus.FAILED else own
-    rec.end(request_id, run.run_id, Ending.of(error, step=step.id, status=status, redact=run.redact))
+    rec.end(request_id, run.run_id, Ending.of(error, step=step.id, status=status))
 
 
 def _stopped(run: StepRun, error: StepStopped) -> None:

@@ -25,7 +25,8 @@ def verify_and_end(rec: Recorder, request_id: str, *, run_id: str, owner: Owner 
     rec.set_phase(request_id, run_id, "VERIFY")
     for check in spec.verify:
         ctx = rec.action_context(request_id, f"verify.{check.id}", print_line(f"verify.{check.id}"),
-                                 timeout_s=check.timeout, secrets=secret_values(spec, ns))
+                                 timeout_s=check.timeout, secrets=secret_values(spec, ns),
+                                 inherit=(*spec.inherit_env, *check.inherit_env))
         try:
             with Heartbeat(rec, request_id, row["lock_key"], ctx):
                 execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)
@@ -43,8 +44,7 @@ def verify_and_end(rec: Recorder, request_id: str, *, run_id: str, owner: Owner 
                 outcome = RollbackFailed(f"{message}; rollback failed too",
                                          hint="Inspect the app now; see the step logs.")
             cause = exc if isinstance(exc, StepFailed) and exc.internal else VerifyFailed(ctx.redact(exc.message))
-            rec.end(request_id, run_id, Ending.of(outcome, step=f"verify.{check.id}", status=status,
-                                                  cause=cause, redact=ctx.redact))
+            rec.end(request_id, run_id, Ending.of(outcome, step=f"verify.{check.id}", status=status, cause=cause))
             raise outcome from None
         rec.event(ev.VerifyPass(check=check.id), request_id, run_id)
     rec.end(request_id, run_id, Ending(RequestStatus.SUCCEEDED))

@@ -43,7 +43,9 @@ class KubernetesPlatform:
         if target.context:
             argv += ["--context", target.context]
         argv += ["-n", target.namespace, *args]
-        return run_command(self.ctx, argv, timeout_s=self.ctx.timeout_s, capture=capture).output
+        # kubectl finds its cluster through KUBECONFIG (or ~/.kube/config under HOME).
+        return run_command(self.ctx, argv, timeout_s=self.ctx.timeout_s, capture=capture,
+                           inherit=("KUBECONFIG", *app.inherit_env)).output
 
     def _deployment(self, app: App) -> dict[str, Any]:
         output = self._kubectl(

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from intent_pipelines.errors import FailureDetail, StepFailed
 from intent_pipelines.execution.context import ActionContext
+from intent_pipelines.execution.environment import step_environment
 from intent_pipelines.execution.runner import run_command
 from intent_pipelines.fleet import App
 from intent_pipelines.home import IntentHome
@@ -156,7 +157,8 @@ class LocalPlatform:
         try:
             self._export(source, sha, target)
             if app.build:
-                run_command(self.ctx, app.build, cwd=target, timeout_s=self.ctx.timeout_s)
+                run_command(self.ctx, app.build, cwd=target, env=app.env, inherit=app.inherit_env,
+                            timeout_s=self.ctx.timeout_s)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -306,13 +308,8 @@ class LocalPlatform:
             )
         cwd = code_dir(self.home, self.fleet_file, app)
         release = self.current_release(app) or "source"
-        env = {
-            **os.environ,
-            **app.env,
-            "PORT": str(port),
-            "APP_RELEASE": release,
-            "APP_DATABASE": database_url(self.home, app, create=True),
-        }
+        env = step_environment({**app.env, "PORT": str(port), "APP_RELEASE": release,
+                                "APP_DATABASE": database_url(self.home, app, create=True)}, inherit=app.inherit_env)
         argv = [arg.replace("{port}", str(port)) for arg in app.start]
         logs = app_dir(self.home, app) / "logs"
         logs.mkdir(parents=True, exist_ok=True)

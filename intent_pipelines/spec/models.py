@@ -1,15 +1,16 @@
 """The intent file schema: IntentSpec and its parts, validated by pydantic with unknown keys refused."""
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from intent_pipelines.retries import Backoff, RetryOn
 
 NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 PARAM_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The launchpad's own fields (dagster_defs/launchpad.py): a param of the same name would be shadowed.
 RESERVED_PARAMS = frozenset({"dry_run", "confirm", "reason", "replay_of", "fresh_context"})
 
@@ -107,6 +108,8 @@ class ActionCall(_Strict):
     uses: str | None = None
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     env: dict[str, str] = Field(default_factory=dict)
+    # Variables taken by name from the operator's environment; a step sees nothing else beyond a base.
+    inherit_env: list[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]] = Field(default_factory=list)
     cwd: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -188,6 +191,8 @@ class IntentSpec(_Strict):
     policy: PolicySpec = Field(default_factory=PolicySpec)
     steps: list[StepSpec] = Field(min_length=1)
     verify: list[VerifyCheck] = Field(default_factory=list)
+    # Variables every step, rollback, check and context capture takes from the operator's environment.
+    inherit_env: list[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]] = Field(default_factory=list)
 
     @field_validator("aliases")
     @classmethod

@@ -1,6 +1,5 @@
 """Param values: parse from the command line, check against the schema, read secrets, redact."""
 
-import hashlib
 import json
 import math
 import os
@@ -8,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from intent_pipelines import secrets
 from intent_pipelines.errors import ParamError, UsageError
 from intent_pipelines.spec.models import IntentSpec, ParamSpec
 
@@ -105,7 +105,7 @@ def check_value(name: str, spec: ParamSpec, raw: Any) -> Any:
 
 def secret_env_var(name: str, spec: ParamSpec) -> str:
     """The environment variable a secret param is read from."""
-    return spec.env or f"INTENT_SECRET_{name.upper()}"
+    return spec.env or f"{secrets.SECRET_ENV_PREFIX}{name.upper()}"
 
 
 def resolve_params(
@@ -132,6 +132,7 @@ def resolve_params(
                     hint=f"Set it in the environment variable {secret_env_var(name, pspec)}.",
                 )
             raw = environ.get(secret_env_var(name, pspec))
+            secrets.register(raw)  # before anything can print it (a value failing its pattern, say)
         else:
             raw = given.get(name)
             if raw is None or (raw == "" and pspec.type != "string"):
@@ -148,20 +149,11 @@ def resolve_params(
     return values
 
 
-def redact(spec: IntentSpec, values: Mapping[str, Any], *, salt: str | None) -> dict[str, Any]:
-    """Replace secret values by a salted hash so equality stays checkable without the secret.
+def redact(spec: IntentSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every secret replaced by ``***``.
 
-    With ``salt=None`` a secret becomes just ``***``: plans hash the same whatever the secret is.
+    No digest of the value is kept: a hash of a short secret is found by trying them all (a 6-digit
+    one in a second), and a keyed hash would only move the secret to its key. See ADR 0011.
     """
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        pspec = spec.params.get(name)
-        if pspec is not None and pspec.secret and value is not None:
-            if salt is None:
-                out[name] = REDACTED
-                continue
-            digest = hashlib.sha256(f"{salt}\0{value}".encode()).hexdigest()[:16]
-            out[name] = f"{REDACTED}sha256:{digest}"
-        else:
-            out[name] = value
-    return out
+    return {name: REDACTED if (p := spec.params.get(name)) is not None and p.secret and value is not None else value
+            for name, value in values.items()}

@@ -1,5 +1,6 @@
 """StateStore: the one place runtime state lives; SQLite by default, PostgreSQL by URL."""
 
+import dataclasses
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from intent_pipelines import secrets
 from intent_pipelines.audit.events import Event
 from intent_pipelines.audit.record import (
     FORMAT_VERSION,
@@ -141,7 +143,10 @@ class StateStore:
         return self.append_audit(event.KIND, request_id=request_id, run_id=run_id, body=event.body())
 
     def append_audit_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        """Append several records in one transaction, in order."""
+        """Append several records in one transaction, in order; known secrets are masked in every body."""
+        # The chain can never be edited afterwards, so this is the last place a secret can be stopped.
+        events = [dataclasses.replace(e, body=secrets.mask_data(e.body)) for e in events] if secrets.known() \
+            else list(events)
         for event in events:
             reject_floats(event.body)  # before taking the write lock
         records: list[AuditRecord] = []
@@ -308,7 +313,8 @@ class StateStore:
                 return False
             conn.execute(schema.requests.insert().values(
                 request_id=request_id, intent=intent, status=RequestStatus.RUNNING.value,
-                phase="PREFLIGHT", run_id=run_id, params=params, context=context, plan_hash=plan_hash,
+                phase="PREFLIGHT", run_id=run_id, params=params, context=secrets.mask_data(context),
+                plan_hash=plan_hash,
                 intent_sha256=intent_sha256, lock_key=lock_key, dry_run=dry_run, reason=reason,
                 who=who, replay_of=replay_of or None, error="", exit_code=0, started_at=now, updated_at=now))
         return True
@@ -344,7 +350,7 @@ class StateStore:
         if run_id is not None:
             values["run_id"] = run_id
         if error is not None:
-            values["error"] = error
+            values["error"] = secrets.mask(error)
         if exit_code is not None:
             values["exit_code"] = exit_code
         with self._begin() as conn:
@@ -359,8 +365,8 @@ class StateStore:
         with self._begin() as conn:
             result = conn.execute(table.update().where(table.c.request_id == request_id,
                                                        table.c.status == RequestStatus.RUNNING.value)
-                                  .values(status=status.value, phase=status.value, error=error, exit_code=exit_code,
-                                          reason_code=reason, updated_at=now, ended_at=now))
+                                  .values(status=status.value, phase=status.value, error=secrets.mask(error),
+                                          exit_code=exit_code, reason_code=reason, updated_at=now, ended_at=now))
         return bool(result.rowcount == 1)
 
     def set_owner(self, request_id: str, *, host: str, pid: int, token: int | None) -> None:
@@ -374,7 +380,7 @@ class StateStore:
         """Record a sign of life (and, when given, the last output line and the step's process group)."""
         values: dict[str, Any] = {"heartbeat_at": time.time()}
         if last_log_line is not None:
-            values["last_log_line"] = last_log_line[-500:]
+            values["last_log_line"] = secrets.mask(last_log_line)[-500:]
         if pgid is not None:
             values["step_pgid"], values["step_host"] = pgid, host or socket.gethostname()
         with self._begin() as conn:
@@ -477,7 +483,7 @@ class StateStore:
                                                            table.c.step_id == step_id)).first()
             values: dict[str, Any] = {"status": status.value, "run_id": run_id, "attempt": attempt}
             if outputs is not None:
-                values["outputs"] = outputs
+                values["outputs"] = secrets.mask_data(outputs)
             if status is StepStatus.RUNNING:
                 values["started_at"] = now
             else:

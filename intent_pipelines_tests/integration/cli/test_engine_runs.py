@@ -234,7 +234,7 @@ steps:
     assert "s3cr3t-value" not in json.dumps(request, default=str)
     for record in engine.store.audit_records(request_id=result.run_id):
         assert b"s3cr3t-value" not in record.body
-    assert str(request["params"]["token"]).startswith("***sha256:")
+    assert request["params"]["token"] == "***"  # no digest: a hash of a short secret is a brute-force oracle
     step_log = IntentHome.from_env().step_log(result.run_id, "use").read_text()
     assert "s3cr3t-value" not in step_log and "***" in step_log
 

@@ -54,7 +54,8 @@ def kubectl(tmp_path: Path, home: IntentHome, monkeypatch: pytest.MonkeyPatch) -
         container="api",
         image="registry.example.com:5000/shop-api",
     )
-    register_app(home.fleet_file, App(name="shop-api", platform="kubernetes", kubernetes=target))
+    register_app(home.fleet_file, App(name="shop-api", platform="kubernetes", kubernetes=target,
+                                      inherit_env=["FAKE_KUBECTL_CALLS", "FAKE_KUBECTL_FAIL"]))
     return calls
 
 
@@ -128,7 +129,8 @@ def test_no_context_means_no_context_flag(
 ) -> None:
     """Without kubernetes.context the current kubectl context is used (no --context flag)."""
     target = KubernetesTarget(namespace="shop", deployment="shop-api", image="shop-api")
-    register_app(home.fleet_file, App(name="shop-api", platform="kubernetes", kubernetes=target))
+    register_app(home.fleet_file, App(name="shop-api", platform="kubernetes", kubernetes=target,
+                                      inherit_env=["FAKE_KUBECTL_CALLS", "FAKE_KUBECTL_FAIL"]))
     run_action("app.stop", app="shop-api")
     plain = ["kubectl", "-n", "shop"]
     assert calls(kubectl) == [
