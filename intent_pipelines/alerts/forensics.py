@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from intent_pipelines import secrets
 from intent_pipelines.alerts.failure import FailureFacts
 from intent_pipelines.alerts.report import step_logs, tail
 from intent_pipelines.alerts.scrub import MASK, looks_secret, scrub
@@ -74,14 +75,16 @@ def write_forensics(home: IntentHome, facts: FailureFacts, *, ts: str,
         "step_log": str(failing_log) if failing_log else None,
         "note": "stdout and stderr are merged into the step log, so output-tail.txt holds both",
     }
-    (directory / "failure.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (directory / "command.txt").write_text((facts.command or "(no command: the failure was not in a step "
-                                            "command)") + "\n", encoding="utf-8")
-    output = tail(failing_log, OUTPUT_TAIL_LINES) if failing_log else "(no step log)\n"
-    (directory / "output-tail.txt").write_text(output, encoding="utf-8")
+    _write(directory / "failure.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _write(directory / "command.txt", (facts.command or "(no command: the failure was not in a step command)") + "\n")
+    _write(directory / "output-tail.txt", tail(failing_log, OUTPUT_TAIL_LINES) if failing_log else "(no step log)\n")
     if facts.reason in (Reason.TIMEOUT, Reason.OPERATOR_STOP, Reason.STUCK, Reason.CRASH) and facts.pgid:
-        (directory / "ps.txt").write_text(process_group(facts.pgid), encoding="utf-8")
+        # A process list shows every argv of the group: a secret passed as an argument is in it.
+        _write(directory / "ps.txt", process_group(facts.pgid))
     environment = environment_summary(os.environ if env is None else env)
-    (directory / "environment.json").write_text(json.dumps(environment, indent=2, sort_keys=True) + "\n",
-                                                encoding="utf-8")
+    _write(directory / "environment.json", json.dumps(environment, indent=2, sort_keys=True) + "\n")
     return directory
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(scrub(secrets.mask(text)), encoding="utf-8")

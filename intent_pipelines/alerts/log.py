@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from intent_pipelines import secrets
 from intent_pipelines.alerts.scrub import scrub
 from intent_pipelines.home import IntentHome
 
@@ -141,7 +142,7 @@ def append_once(home: IntentHome, run_id: str, build: Callable[[], AlertRecord])
             if existing is not None:
                 return existing, False
         record = build()
-        _append(alert_log_path(home), record.to_json())
+        _append(alert_log_path(home), secrets.mask(record.to_json()))
         _append(home.alerts / INDEX_NAME, run_id)
         return record, True
 

@@ -5,6 +5,7 @@ from collections import deque
 from pathlib import Path
 from typing import assert_never
 
+from intent_pipelines import secrets
 from intent_pipelines.alerts.failure import FailureFacts
 from intent_pipelines.alerts.scrub import scrub
 from intent_pipelines.home import IntentHome
@@ -158,7 +159,7 @@ def write_report(home: IntentHome, facts: FailureFacts, *, ts: str, signature: s
     path = report_path(home, facts.request_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".md.{os.getpid()}.tmp")
-    tmp.write_text(render_report(home, facts, ts=ts, signature=signature, forensics=forensics),
+    tmp.write_text(secrets.mask(render_report(home, facts, ts=ts, signature=signature, forensics=forensics)),
                    encoding="utf-8")
     os.replace(tmp, path)
     return path
