@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from intent_pipelines.cli.context import CliContext
-from intent_pipelines.cli.output import console, print_json
+from intent_pipelines.cli.output import console, err_console, print_json
 from intent_pipelines.errors import UsageError
 from intent_pipelines.operations import Operations
 from intent_pipelines.status import RequestStatus
@@ -40,8 +40,14 @@ def _age(seconds: float | None) -> str:
 @pass_ctx
 def status(cli: CliContext, include_finished: bool, as_json: bool) -> None:
     """What is running: intent, phase, attempt, heartbeat age, lock, Dagster run and its status."""
+    from intent_pipelines.dagster_defs.sensor_health import stopped_product_sensors
+
     with operations(cli) as ops:
         views = ops.list(include_finished=include_finished)
+        stopped = stopped_product_sensors(ops.instance)
+    for name in stopped:  # on stderr, so --json stays one document
+        err_console.print(f"warning: sensor {name} is stopped: what it watches goes unnoticed; start it in the "
+                          "Dagster UI (Automation)", markup=False)
     if as_json:
         print_json([v.to_dict(cli.home) for v in views])
         return

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
+from intent_pipelines.alerts.sensors import alert_stopped_sensors
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
+from intent_pipelines.dagster_defs.sensor_health import PRODUCT_SENSORS, stopped_product_sensors
 from intent_pipelines.lifecycle.crash import reap_dead_owners, run_failer
 from intent_pipelines.watchdog import check_stuck_requests
 
@@ -20,7 +22,8 @@ from intent_pipelines.watchdog import check_stuck_requests
                 "whose heartbeat is older than INTENT_WATCHDOG_STALE_S "
                 "(default 900 s) or whose Dagster run ended without ending them; collects forensics "
                 "under INTENT_HOME/forensics, stops them as WATCHDOG_STUCK, releases their locks and "
-                "appends an alert to INTENT_HOME/logs/alerts/watchdog.log.",
+                "appends an alert to INTENT_HOME/logs/alerts/watchdog.log. Alerts (sensors.log, webhook) when "
+                "a failure-alert sensor is stopped.",
 )
 def stuck_request_watchdog_sensor(context: dg.SensorEvaluationContext, intent: IntentRuntime) -> dg.SkipReason:
     engine = intent.engine()
@@ -28,6 +31,9 @@ def stuck_request_watchdog_sensor(context: dg.SensorEvaluationContext, intent: I
                                on_crashed=run_failer(context.instance))
     for request_id in crashed:
         context.log.warning(f"request {request_id}: its process died; ended CRASHED")
+    others = [name for name in PRODUCT_SENSORS if name != context.sensor_name]
+    for alert in alert_stopped_sensors(engine.home, stopped_product_sensors(context.instance), watched=others):
+        context.log.warning(alert.message)
     report = check_stuck_requests(engine.home, engine.store, context.instance)
     for stuck in report.stuck:
         context.log.warning(f"stuck request {stuck.request_id} ({stuck.intent}): {stuck.why}; "

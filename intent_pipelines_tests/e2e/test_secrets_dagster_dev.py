@@ -1,18 +1,21 @@
-"""No secret on disk or screen under a real `dagster dev`: a launchpad run over GraphQL and `intent run --submit`."""
+"""Under a real `dagster dev`: no secret from a launchpad run or `--submit`; a stopped alert sensor is noticed."""
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from intent_pipelines.dagster_dev import DagsterDev
+from intent_pipelines.alerts.sensors import SENSOR_LOG
+from intent_pipelines.dagster_dev import LOCATION, REPOSITORY, DagsterDev
 from intent_pipelines.store import StateStore
-from intent_pipelines.testing import prepare_sample_home, stop_fleet
+from intent_pipelines.testing import prepare_sample_home, stop_fleet, wait_for
 from intent_pipelines_tests.support.secret_scan import AWS, CALLER_TOKEN, KEY, LEAKY, TOKEN, file_hits, hits
 
 INTENT_BIN = str(Path(sys.executable).parent / "intent")
@@ -71,3 +74,39 @@ def test_launchpad_and_submit_runs_leave_no_secret_anywhere(served: tuple[Dagste
     store = StateStore(home.store_url())
     assert store.request(run_id) is not None and store.request(run_id)["status"] == "FAILED"  # type: ignore[index]
     assert file_hits(home.root) == {}
+
+
+_SENSOR_STATE = """
+query SensorState($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { ... on Sensor { sensorState { id status } } }
+}
+"""
+_STOP_SENSOR = """
+mutation StopSensor($id: String!) {
+  stopSensor(id: $id) {
+    __typename
+    ... on StopSensorMutationResult { instigationState { status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_stopping_the_failure_alert_sensor_is_alerted_and_shown(served: tuple[DagsterDev, dict[str, str]]) -> None:
+    """Anyone may stop a sensor over GraphQL: the watchdog alerts once (sensors.log) and `intent status` warns."""
+    dev, cli_env = served
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
+                "sensorName": "intent_failure_alerts_sensor"}
+    state = dev.client.query(_SENSOR_STATE, {"selector": selector})["sensorOrError"]["sensorState"]
+    stopped = dev.client.query(_STOP_SENSOR, {"id": state["id"]})["stopSensor"]
+    assert stopped["__typename"] == "StopSensorMutationResult", stopped
+    log = dev.home.alerts / SENSOR_LOG
+    # The watchdog ticks every 30 s.
+    wait_for(lambda: log.exists() and log.read_text().strip(), timeout=120, what="the sensor-stopped alert")
+    time.sleep(35)  # one more watchdog tick: still one line
+    [line] = [json.loads(text) for text in log.read_text().splitlines()]
+    assert line["error_class"] == "SensorStopped" and "intent_failure_alerts_sensor" in line["message"]
+    shown = subprocess.run([INTENT_BIN, "status"], env=cli_env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "warning: sensor intent_failure_alerts_sensor is stopped" in shown.stderr
