@@ -5,7 +5,9 @@ from typing import Any
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 # The sensors whose silence loses facts: failures not alerted, stuck requests not ended.
-PRODUCT_SENSORS = ("intent_failure_alerts_sensor", "intent_cancel_alerts_sensor", "stuck_request_watchdog_sensor")
+WATCHDOG_SENSOR = "stuck_request_watchdog_sensor"
+ALERT_SENSORS = ("intent_failure_alerts_sensor", "intent_cancel_alerts_sensor")
+PRODUCT_SENSORS = (*ALERT_SENSORS, WATCHDOG_SENSOR)
 
 
 def stopped_product_sensors(instance: Any) -> list[str]:

@@ -4,7 +4,7 @@ import dagster as dg
 
 from intent_pipelines.alerts.sensors import alert_stopped_sensors
 from intent_pipelines.dagster_defs.runtime import IntentRuntime
-from intent_pipelines.dagster_defs.sensor_health import PRODUCT_SENSORS, stopped_product_sensors
+from intent_pipelines.dagster_defs.sensor_health import ALERT_SENSORS, WATCHDOG_SENSOR, stopped_product_sensors
 from intent_pipelines.lifecycle.crash import reap_dead_owners, run_failer
 from intent_pipelines.watchdog import check_stuck_requests
 
@@ -15,7 +15,7 @@ from intent_pipelines.watchdog import check_stuck_requests
 # shows no sign of life (no heartbeat), whoever started it (`intent run`, the UI, a schedule).
 # It never launches runs; it only yields a SkipReason with what it found and did.
 @dg.sensor(
-    name="stuck_request_watchdog_sensor",
+    name=WATCHDOG_SENSOR,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Ends RUNNING requests whose process died on this host (CRASHED); finds RUNNING requests "
@@ -31,8 +31,8 @@ def stuck_request_watchdog_sensor(context: dg.SensorEvaluationContext, intent: I
                                on_crashed=run_failer(context.instance))
     for request_id in crashed:
         context.log.warning(f"request {request_id}: its process died; ended CRASHED")
-    others = [name for name in PRODUCT_SENSORS if name != context.sensor_name]
-    for alert in alert_stopped_sensors(engine.home, stopped_product_sensors(context.instance), watched=others):
+    stopped = stopped_product_sensors(context.instance)
+    for alert in alert_stopped_sensors(engine.home, stopped, watched=list(ALERT_SENSORS)):
         context.log.warning(alert.message)
     report = check_stuck_requests(engine.home, engine.store, context.instance)
     for stuck in report.stuck:
