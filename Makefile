@@ -24,7 +24,10 @@ up: setup
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 # Lint and types, then the unit, integration and end-to-end tiers (benchmarks are separate: `make bench`).
+# The sandbox tests need bubblewrap: installed when missing, where we are root on a Debian-like system.
 test: lint
+	command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq bubblewrap; }
 	$(BIN)/pytest -m "unit or integration or e2e" -q
 
 test-unit: setup
@@ -33,6 +36,7 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check intent_pipelines intent_pipelines_tests bench
 	$(BIN)/mypy
+	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --no-verify --baseline .secrets.baseline
 
 bench: setup
 	$(BIN)/python -m bench.run_all

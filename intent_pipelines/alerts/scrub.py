@@ -18,7 +18,8 @@ _SHORT = r"(?:pass|auth|authorization|cookie|signature|dsn)"
 _SECRET_NAME = rf"(?:[\w.-]*{_LONG}|(?:[\w.-]*[_.-])?{_SHORT})(?:[_.-][\w.-]*)?"
 _SECRET_NAME_RE = re.compile(rf"^{_SECRET_NAME}$", re.IGNORECASE)
 
-_RULES: list[tuple[re.Pattern[str], str]] = [
+# Public: the literal-secret lint (spec/secret_lint.py) finds values with the same rules.
+RULES: list[tuple[re.Pattern[str], str]] = [
     # name=value, name: value, "name": "value", `Authorization: Bearer abc` (value up to whitespace,
     # quote, comma, ampersand or semicolon)
     (re.compile(rf"(?<![\w.-])({_SECRET_NAME}[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',&;]+",
@@ -41,7 +42,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
 
 def scrub(text: str) -> str:
     """``text`` with every secret-looking value replaced by ``***``."""
-    for pattern, replacement in _RULES:
+    for pattern, replacement in RULES:
         text = pattern.sub(replacement, text)
     return text
 

@@ -1,4 +1,4 @@
-"""The `intent` command: list, show, validate, plan, run, graph, init."""
+"""The `intent` command: list, show, validate, lint, plan, run, graph, init."""
 
 import json
 import sys
@@ -18,14 +18,18 @@ from intent_pipelines.cli.output import console, print_error, print_json
 from intent_pipelines.cli.plan_view import print_plan
 from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
 from intent_pipelines.errors import (
+    FleetError,
     IntentError,
     SpecError,
     UsageError,
     exit_code_table,
 )
+from intent_pipelines.fleet import load_fleet
+from intent_pipelines.home import IntentHome
 from intent_pipelines.settings import settings
 from intent_pipelines.spec.loader import intent_dirs, intent_files, load_intent_file
 from intent_pipelines.spec.params import parse_assignments
+from intent_pipelines.spec.secret_lint import FLEET_HINT, find_literal_secrets
 
 # "\b" keeps click from re-wrapping the table into one paragraph.
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {name}: {meaning}" for code, name, meaning
@@ -120,30 +124,86 @@ def show(cli: CliContext, intent: str) -> None:
         console.print(f"  verify {check.id}: {check.uses or check.run}", markup=False)
 
 
+FLEET_FILE_NAMES = ("fleet.yaml", "fleet.yml")
+
+
+def _expand(paths: tuple[Path, ...], *, fleets: bool) -> tuple[list[Path], list[Path]]:
+    """(intent files, fleet files) named by ``paths``; directories give their *.yaml, not recursively.
+
+    With ``fleets``, a file named fleet.yaml or fleet.yml is a fleet file, never an intent file.
+    """
+    intents: list[Path] = []
+    fleet_files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise SpecError("no such file or directory", path=str(path), hint="Check the path.")
+        for file in intent_files([path]) if path.is_dir() else [path]:
+            (fleet_files if fleets and file.name in FLEET_FILE_NAMES else intents).append(file)
+    return intents, fleet_files
+
+
+def _check_intent_file(path: Path) -> list[str]:
+    """The one-line problems of an intent file: the first validation error, or each literal secret."""
+    try:
+        loaded = load_intent_file(path)
+    except SpecError as exc:
+        return [exc.one_line()]
+    return [s.one_line() for s in find_literal_secrets(loaded.content, str(path))]
+
+
+def _check_fleet_file(path: Path) -> list[str]:
+    """The one-line problems of a fleet file: its validation error, or each literal secret."""
+    try:
+        load_fleet(path)
+    except FleetError as exc:
+        return [exc.one_line()]
+    text = path.read_text(encoding="utf-8")
+    return [s.one_line() for s in find_literal_secrets(text, str(path), hint=FLEET_HINT)]
+
+
+def _report(path: Path, problems: list[str]) -> bool:
+    """Print ``ok`` or one ``FAIL`` line per problem; whether the file passed."""
+    if not problems:
+        console.print(f"ok    {path}", markup=False)
+    for problem in problems:
+        console.print(f"FAIL  {problem}", markup=False)
+    return not problems
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...]) -> None:
-    """Validate intent files (default: every intent visible to this install)."""
-    files: list[Path] = []
-    for path in paths or tuple(intent_dirs()):
-        if path.is_dir():
-            files += intent_files([path])
-        elif path.exists():
-            files.append(path)
-        else:
-            raise SpecError("no such file or directory", path=str(path), hint="Check the path.")
-    failures = 0
-    for path in files:
-        try:
-            load_intent_file(path)
-            console.print(f"ok    {path}", markup=False)
-        except SpecError as exc:
-            failures += 1
-            console.print(f"FAIL  {exc.one_line()}", markup=False)
+    """Validate intent files (default: every intent visible to this install); a literal secret is invalid."""
+    files, _ = _expand(paths or tuple(intent_dirs()), fleets=False)
+    failures = sum(not _report(path, _check_intent_file(path)) for path in files)
     if failures:
         raise SpecError(f"{failures} of {len(files)} intent files are invalid",
                         hint="Fix the files listed above.")
     console.print(f"{len(files)} intent files valid", markup=False)
+
+
+# The issue's name for the check; it is `validate` plus the fleet file, because a password in
+# fleet.yaml (an app's env, a database URL) leaks the same way as one in an intent.
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def lint(paths: tuple[Path, ...]) -> None:
+    """Validate intent files and fleet files and refuse literal secrets (default: all of this install)."""
+    if paths:
+        intents, fleet_files = _expand(paths, fleets=True)
+    else:
+        intents, _ = _expand(tuple(intent_dirs()), fleets=False)
+        fleet_file = IntentHome.from_env().fleet_file
+        fleet_files = [fleet_file] if fleet_file.exists() else []
+    bad_intents = sum(not _report(path, _check_intent_file(path)) for path in intents)
+    bad_fleets = sum(not _report(path, _check_fleet_file(path)) for path in fleet_files)
+    total = len(intents) + len(fleet_files)
+    if bad_intents:  # SpecError (3) first: the table's order, and an intent file is the likelier culprit
+        raise SpecError(f"{bad_intents + bad_fleets} of {total} files are invalid or hold literal secrets",
+                        hint="Fix the files listed above.")
+    if bad_fleets:
+        raise FleetError(f"{bad_fleets} of {total} files are invalid or hold literal secrets",
+                         hint="Fix the files listed above.")
+    console.print(f"{total} files valid, no literal secrets", markup=False)
 
 
 @main.command()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from intent_pipelines import secrets
 from intent_pipelines.home import IntentHome
+from intent_pipelines.spec.models import SandboxSpec
 
 
 @dataclass
@@ -22,6 +23,8 @@ class ActionContext:
     env: Mapping[str, str] = field(default_factory=dict)
     # Names of variables the intent opts in from the operator's environment (`inherit_env:`).
     inherit: tuple[str, ...] = ()
+    # Commands run under bubblewrap when the step (or its intent) declares `sandbox:`.
+    sandbox: SandboxSpec | None = None
     # Called with each line of output so the Dagster op can stream it; tests pass a list.append.
     emit: Callable[[str], None] = lambda line: None
     # Values of secret params: masked in every log line, audit record and error message.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intent_pipelines.errors import FailureDetail, StepFailed, StepStopped, StepTimeout
+from intent_pipelines.execution import sandbox
 from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.execution.environment import step_environment
 from intent_pipelines.retries import FailureClass, classify
@@ -68,10 +69,14 @@ def run_command(
     # Least privilege: the allowlisted base, the names the intent (ctx) or caller opts in, then ``env``.
     full_env = step_environment(env, inherit=(*ctx.inherit, *inherit))
     ctx.log(f"$ {command}")
+    launched = list(argv)
+    if ctx.sandbox is not None:
+        # bwrap enters the working directory itself, inside the sandbox.
+        launched, cwd = sandbox.wrap(ctx, ctx.sandbox, argv, cwd=cwd, search_path=full_env.get("PATH")), None
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            list(argv),
+            launched,
             cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
@@ -175,6 +180,9 @@ def _follow(ctx: ActionContext, proc: "subprocess.Popen[bytes]", argv: Sequence[
         tuple(argv), exit_code, "\n".join(tail), time.monotonic() - started, "\n".join(captured)
     )
     ctx.log(f"exit {exit_code} after {result.duration_s:.2f}s")
+    # A sandbox that could not be set up is an error even with ``check=False``: the command never started.
+    if ctx.sandbox is not None and (failure := sandbox.setup_failure(ctx, command, exit_code, result.tail)):
+        raise failure
     if check and exit_code != 0:
         raise StepFailed(
             f"exit {exit_code}: {command}",

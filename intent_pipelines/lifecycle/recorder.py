@@ -12,7 +12,7 @@ from intent_pipelines.home import IntentHome
 from intent_pipelines.lifecycle.finish import Ending, end_request
 from intent_pipelines.plan import namespace, request_view
 from intent_pipelines.spec.loader import parse_intent
-from intent_pipelines.spec.models import IntentSpec
+from intent_pipelines.spec.models import IntentSpec, SandboxSpec
 from intent_pipelines.spec.params import resolve_params
 from intent_pipelines.store import StateStore
 
@@ -87,11 +87,12 @@ class Recorder:
 
     def action_context(self, request_id: str, step_id: str, emit: Callable[[str], None] | None,
                        *, dry_run: bool = False, timeout_s: float | None = None,
-                       secrets: tuple[str, ...] = (), inherit: tuple[str, ...] = ()) -> ActionContext:
+                       secrets: tuple[str, ...] = (), inherit: tuple[str, ...] = (),
+                       sandbox: SandboxSpec | None = None) -> ActionContext:
         def record_process(pgid: int) -> None:
             self.store.heartbeat(request_id, pgid=pgid)
 
         return ActionContext(request_id=request_id, step_id=step_id, home=self.home,
                              log_path=self.home.step_log(request_id, step_id), dry_run=dry_run,
                              timeout_s=timeout_s, emit=emit or (lambda line: None), secrets=secrets,
-                             inherit=inherit, on_process=record_process)
+                             inherit=inherit, sandbox=sandbox, on_process=record_process)

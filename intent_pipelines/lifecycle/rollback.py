@@ -34,7 +34,8 @@ def _undo(rec: Recorder, spec: IntentSpec, undo: list[dict[str, Any]], ns: Mappi
         assert step.rollback is not None
         ctx = rec.action_context(request_id, f"{step.id}.rollback", print_line(f"{step.id}.rollback"),
                                  timeout_s=step.rollback.timeout, secrets=secret_values(spec, ns),
-                                 inherit=(*spec.inherit_env, *step.rollback.inherit_env))
+                                 inherit=(*spec.inherit_env, *step.rollback.inherit_env),
+                                 sandbox=spec.sandbox_for(step.rollback))
         rec.event(ev.RollbackStart(step=step.id), request_id, run_id)
         try:
             execute(render_call(step.rollback, ns, where=f"steps.{step.id}.rollback"), ctx)

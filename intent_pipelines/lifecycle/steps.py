@@ -84,7 +84,7 @@ def run_step(rec: Recorder, request_id: str, step_id: str, *, run_id: str, attem
         ns = rec.namespace(spec, row)
         ctx = rec.action_context(request_id, step_id, emit, dry_run=row["dry_run"],
                                  timeout_s=_step_timeout(spec, row, step.timeout), secrets=secret_values(spec, ns),
-                                 inherit=(*spec.inherit_env, *step.inherit_env))
+                                 inherit=(*spec.inherit_env, *step.inherit_env), sandbox=spec.sandbox_for(step))
         if not _step_enabled(step, ns):
             rec.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
             run.event(ev.StepSkip(step=step_id, reason="when is false"))

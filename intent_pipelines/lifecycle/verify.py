@@ -26,7 +26,7 @@ def verify_and_end(rec: Recorder, request_id: str, *, run_id: str, owner: Owner 
     for check in spec.verify:
         ctx = rec.action_context(request_id, f"verify.{check.id}", print_line(f"verify.{check.id}"),
                                  timeout_s=check.timeout, secrets=secret_values(spec, ns),
-                                 inherit=(*spec.inherit_env, *check.inherit_env))
+                                 inherit=(*spec.inherit_env, *check.inherit_env), sandbox=spec.sandbox_for(check))
         try:
             with Heartbeat(rec, request_id, row["lock_key"], ctx):
                 execute(render_call(check, ns, where=f"verify.{check.id}"), ctx)

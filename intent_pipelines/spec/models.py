@@ -1,6 +1,7 @@
 """The intent file schema: IntentSpec and its parts, validated by pydantic with unknown keys refused."""
 
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -100,6 +101,23 @@ class RetrySpec(_Strict):
         return Backoff(delay_s=self.delay, factor=self.backoff, jitter=self.jitter)
 
 
+class SandboxSpec(_Strict):
+    """Run a command under bubblewrap: system directories read-only, only declared paths besides."""
+
+    # Plain absolute paths, not templates: what a step may touch is fixed when the file is reviewed.
+    writable: list[str] = Field(default_factory=list)
+    readable: list[str] = Field(default_factory=list)
+    network: bool = False
+
+    @field_validator("writable", "readable")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not PurePosixPath(path).is_absolute():
+                raise ValueError(f"sandbox path {path!r} must be absolute (start with /)")
+        return value
+
+
 class ActionCall(_Strict):
     """Either an argv (``run``), a shell string (``run`` + ``shell: true``) or an action (``uses``)."""
 
@@ -111,6 +129,7 @@ class ActionCall(_Strict):
     # Variables taken by name from the operator's environment; a step sees nothing else beyond a base.
     inherit_env: list[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]] = Field(default_factory=list)
     cwd: str | None = None
+    sandbox: SandboxSpec | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -138,6 +157,8 @@ class ActionCall(_Strict):
             raise ValueError("`shell: true` needs `run` to be a single string")
         if self.with_ and self.uses is None:
             raise ValueError("`with` applies only to `uses` actions")
+        if self.sandbox is not None and self.uses is not None:
+            raise ValueError("`sandbox` applies only to `run` commands; an action (`uses`) runs inside the engine")
         return self
 
 
@@ -193,6 +214,8 @@ class IntentSpec(_Strict):
     verify: list[VerifyCheck] = Field(default_factory=list)
     # Variables every step, rollback, check and context capture takes from the operator's environment.
     inherit_env: list[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]] = Field(default_factory=list)
+    # The sandbox of every `run` step, rollback and check that declares none of its own.
+    sandbox: SandboxSpec | None = None
 
     @field_validator("aliases")
     @classmethod
@@ -216,6 +239,12 @@ class IntentSpec(_Strict):
     def job_name(self) -> str:
         """The Dagster job name: snake_case of the intent name."""
         return self.name.replace("-", "_")
+
+    def sandbox_for(self, call: ActionCall) -> SandboxSpec | None:
+        """The sandbox a call's command runs in: its own, else the intent's; never for an action."""
+        if call.uses is not None:
+            return None
+        return call.sandbox or self.sandbox
 
     def step(self, step_id: str) -> StepSpec:
         """The step with this id."""
