@@ -76,14 +76,24 @@ class Workspace:
 
 
 @contextmanager
-def workspace(*, init: bool = True, keep: bool = False) -> Iterator[Workspace]:
-    """A fresh temp dir with INTENT_HOME, DAGSTER_HOME and INTENTS_PATH set for subprocesses."""
+def workspace(*, init: bool = True, keep: bool = False, bytecode_cache: bool = False) -> Iterator[Workspace]:
+    """A fresh temp dir with INTENT_HOME, DAGSTER_HOME and INTENTS_PATH set for subprocesses.
+
+    ``bytecode_cache``: the subprocesses may write and reuse compiled bytecode, kept under the
+    temp dir (PYTHONPYCACHEPREFIX). With PYTHONDONTWRITEBYTECODE set (as on the shared machines)
+    the package under test, an editable install, is otherwise compiled from source by every
+    process, while Dagster runs from the bytecode compiled when it was installed: a cost only the
+    intent side pays, and that no installed copy pays. ``intent init`` and the warm-up fill the cache.
+    """
     root = Path(tempfile.mkdtemp(prefix="intent-bench-"))
     ws = Workspace(root)
     ws.intents.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("INTENT_STORE_URL", "INTENT_FLEET")}
     env.update({"INTENT_HOME": str(ws.home), "DAGSTER_HOME": str(ws.home / "dagster"),
                 "INTENTS_PATH": str(ws.intents), "PYTHONUNBUFFERED": "1"})
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
     ws.env = env
     try:
         if init:

@@ -87,9 +87,13 @@ if __name__ == "__main__":
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], trials=7)
     parser.add_argument("--no-reference", action="store_true", help='skip the `import dagster` floor')
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="compile the package from source in every process when PYTHONDONTWRITEBYTECODE "
+                             "is set (how figures before the bytecode cache were taken)")
     args = parser.parse_args(argv)
+    bytecode_cache = not args.no_bytecode_cache
 
-    with workspace(keep=args.keep) as ws:
+    with workspace(keep=args.keep, bytecode_cache=bytecode_cache) as ws:
         ws.write_intent("noop5", NOOP5)
         plain = ws.write_script("plain5.py", PLAIN5)
 
@@ -122,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": env,
         "trials": args.trials,
         "warmup": args.warmup,
+        # Whether the processes could reuse compiled bytecode (see bench/_common.workspace).
+        "bytecode_cache": bytecode_cache,
+        "pythondontwritebytecode_in_env": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
         "variants": summary,
         "ratio_intent_over_plain": value,
         "paired_ratio_intent_over_plain": paired_ratios(samples["intent"], samples["plain"]),
@@ -133,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             "intent": round(summary["intent"]["median_s"] - floor, 4),
             "plain": round(summary["plain"]["median_s"] - floor, 4),
         }
+    bytecode_note = "on" if bytecode_cache else "off"
+    if not bytecode_cache and data["pythondontwritebytecode_in_env"]:
+        bytecode_note += " (PYTHONDONTWRITEBYTECODE is set: every process compiles the package from source)"
     rows = [("`intent run noop5`", summary["intent"]), ("plain Dagster job (5 ops)", summary["plain"])]
     if "import_dagster" in summary:
         rows.append(('`python -c "import dagster"` (floor)', summary["import_dagster"]))
@@ -140,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "# cli_overhead",
         "",
         f"Whole fresh processes, interleaved, {args.trials} trials each after {args.warmup} warm-up; "
-        f"{env['cpus']} CPUs, load {env['loadavg']} -> {env['loadavg_after']}, commit {env['commit']}.",
+        f"{env['cpus']} CPUs, load {env['loadavg']} -> {env['loadavg_after']}, commit {env['commit']}; "
+        f"bytecode cache {bytecode_note}.",
         "",
         markdown_table(rows),
         "",

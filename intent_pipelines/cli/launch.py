@@ -120,12 +120,13 @@ def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
             # Continue the same request: Dagster skips the steps that already succeeded.
             options = dg.ReexecutionOptions.from_failure(reexecute_of, instance)
             result = dg.execute_job(job, instance=instance, reexecution_options=options, tags=tags)
+            # A re-execution reports on the request it continues (the root run).
+            run = instance.get_run_by_id(result.run_id)
+            run_id = (run.root_run_id if run is not None else None) or result.run_id
         else:
+            # A fresh run has no root run: it is its own request (no need to read it back).
             result = dg.execute_job(job, instance=instance, run_config=run_config, tags=tags)
-        run_id = result.run_id
-        run = instance.get_run_by_id(run_id)
-    # A re-execution reports on the request it continues (the root run).
-    run_id = (run.root_run_id if run is not None else None) or run_id
+            run_id = result.run_id
     request = cli.engine.store.request(run_id)
     if request is None:  # the run failed before preflight could record anything
         failure = next((e.message for e in result.all_events if e.is_failure), "run failed")

@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass
 
 from intent_pipelines import secrets
-from intent_pipelines.alerts.failure import read_failure
-from intent_pipelines.alerts.notify import notify
 from intent_pipelines.alerts.signatures import signature
 from intent_pipelines.audit import events as ev
 from intent_pipelines.errors import IntentError
@@ -84,6 +82,12 @@ def completion(ending: Ending, *, by: str, duration_ms: int, intent: str, dry_ru
 def _alert(store: StateStore, home: IntentHome, request_id: str, run_id: str) -> None:
     # The request has ended whatever happens here; a failure to alert must not undo that, and the
     # failure sensor alerts from the same event later (append_once keeps it to one line).
+    # Imported here, not at the top: only a failed request alerts, and the alert pipeline (webhook
+    # client, report, forensics) would otherwise be loaded by every `intent run` and run worker
+    # (bench/cli_overhead).
+    from intent_pipelines.alerts.failure import read_failure
+    from intent_pipelines.alerts.notify import notify
+
     try:
         facts = read_failure(store, run_id=run_id, request_id=request_id)
         if facts is not None:

@@ -279,6 +279,11 @@ class StateStore:
         """A stored plan by its hash or a unique prefix of it (as users type it)."""
         table = schema.plans
         with self.engine.connect() as conn:
+            # A whole hash (what `intent run` hands its preflight) is found by the primary key; a
+            # LIKE prefix match cannot use that index and would read every plan ever shown.
+            exact = conn.execute(sa.select(table.c.body).where(table.c.plan_hash == plan_hash_prefix)).first()
+            if exact is not None:
+                return str(exact.body)
             rows = conn.execute(sa.select(table.c.body).where(table.c.plan_hash.startswith(plan_hash_prefix))
                                 .limit(2)).all()
         return str(rows[0].body) if len(rows) == 1 else None
