@@ -1,5 +1,6 @@
 """The `intent` command: list, show, validate, lint, plan, run, graph, init."""
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -9,14 +10,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from intent_pipelines.cli.audit import audit
 from intent_pipelines.cli.context import POOL_LIMITS, CliContext
-from intent_pipelines.cli.failures import failures
-from intent_pipelines.cli.metrics_cmd import metrics
-from intent_pipelines.cli.operate import explain, status, stop, unlock, watch
 from intent_pipelines.cli.output import console, print_error, print_json
 from intent_pipelines.cli.plan_view import print_plan
-from intent_pipelines.cli.requests_cmd import approve, reject, replay, resume
 from intent_pipelines.errors import (
     FleetError,
     IntentError,
@@ -36,8 +32,27 @@ EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {name}: {meaning}" for c
                                         in exit_code_table())
 
 
+# Commands whose modules are imported only when they run (or for --help): `intent run` must not pay
+# for operate, audit, failures, metrics and requests (bench/cli_overhead).
+LAZY_COMMANDS = {
+    "audit": "audit:audit", "failures": "failures:failures", "metrics": "metrics_cmd:metrics",
+    **{name: f"operate:{name}" for name in ("status", "watch", "explain", "stop", "unlock")},
+    **{name: f"requests_cmd:{name}" for name in ("replay", "resume", "approve", "reject")},
+}
+
+
 class IntentGroup(click.Group):
-    """Turns every IntentError into one line on stderr and its documented exit code."""
+    """Turns every IntentError into one line on stderr and its documented exit code; loads commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(f"intent_pipelines.cli.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -297,13 +312,6 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
             line += f" — {outcome['error']}"
         console.print(line, markup=False)
     sys.exit(outcome["exit_code"])
-
-
-main.add_command(audit)  # its heavy imports (pyarrow) happen only when an audit command runs
-for _command in (status, watch, explain, stop, unlock, replay, resume, approve, reject):
-    main.add_command(_command)
-main.add_command(failures)
-main.add_command(metrics)  # pyarrow/numpy are imported only when it runs
 
 
 @main.command()
