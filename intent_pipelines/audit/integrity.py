@@ -1,58 +1,33 @@
 """Integrity checks of a live store or of exported files: verify, take checkpoints, raise the alert."""
 
-import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from intent_pipelines.audit.chain_store import ChainStore
 from intent_pipelines.audit.checkpoint import GENESIS_DIGEST, Checkpoint, anchor_dir, read_dir, write_once
-from intent_pipelines.audit.export import day_bounds, parquet_files, read_records
+from intent_pipelines.audit.columns import ColumnFindings, check_table, records_table
+from intent_pipelines.audit.copies import resolve_checkpoints
+from intent_pipelines.audit.export import day_bounds, parquet_files
 from intent_pipelines.audit.merkle import merkle_root
-from intent_pipelines.audit.parallel import verify_files_parallel
-from intent_pipelines.audit.record import GENESIS_PREV
-from intent_pipelines.audit.verify import BreakKind, ChainBreak, VerifyResult, verify_records
+from intent_pipelines.audit.parallel import verify_files, verify_files_parallel
+from intent_pipelines.audit.record import GENESIS_PREV, AuditRecord
+from intent_pipelines.audit.verify import BreakKind, ChainBreak, RecordTuple, VerifyResult, verify_records
 from intent_pipelines.errors import AuditBroken, UsageError
 from intent_pipelines.home import IntentHome
-from intent_pipelines.store import StateStore
 
 ALERT_FILE = "audit-integrity.log"
+PAGE = 50_000  # records read from the store at a time
 
 
 def checkpoint_dir(home: IntentHome) -> Path:
     return home.root / "audit" / "checkpoints"
 
 
-def resolve_checkpoints(copies: dict[str, dict[int, bytes]]) -> tuple[list[Checkpoint], list[ChainBreak]]:
-    """Merge the copies of each checkpoint (store, files, anchor); any disagreement is a break.
-
-    The most protected copy wins (anchor, then file, then store), and the checkpoints must chain.
-    """
-    breaks: list[ChainBreak] = []
-    numbers = sorted({n for bodies in copies.values() for n in bodies})
-    trusted: list[Checkpoint] = []
-    for number in numbers:
-        versions = {source: bodies[number] for source, bodies in copies.items() if number in bodies}
-        chosen = next(versions[s] for s in ("anchor", "file", "store") if s in versions)
-        try:
-            checkpoint = Checkpoint.from_json(chosen)
-        except (ValueError, KeyError) as exc:
-            breaks.append(ChainBreak(0, BreakKind.CHECKPOINT_ALTERED, f"checkpoint {number} is unreadable: {exc}"))
-            continue
-        if len(set(versions.values())) > 1:
-            differing = ", ".join(sorted(s for s, body in versions.items() if body != chosen))
-            breaks.append(ChainBreak(checkpoint.size, BreakKind.CHECKPOINT_ALTERED,
-                                     f"checkpoint {number} altered: the {differing} copy differs"))
-        expected_prev = trusted[-1].digest if trusted else GENESIS_DIGEST
-        if checkpoint.prev_digest != expected_prev or checkpoint.number != number:
-            breaks.append(ChainBreak(checkpoint.size, BreakKind.CHECKPOINT_ALTERED,
-                                     f"checkpoint {number} does not chain to checkpoint {number - 1}"))
-        trusted.append(checkpoint)
-    return trusted, breaks
-
-
-def store_checkpoints(store: StateStore, home: IntentHome) -> tuple[list[Checkpoint], list[ChainBreak]]:
+def store_checkpoints(store: ChainStore, home: IntentHome) -> tuple[list[Checkpoint], list[ChainBreak]]:
+    """The checkpoints to check the store's records against, and what is wrong with their copies."""
     copies = {"store": store.checkpoint_bodies(), "file": read_dir(checkpoint_dir(home))}
     anchor = anchor_dir()
     if anchor is not None:
@@ -60,18 +35,48 @@ def store_checkpoints(store: StateStore, home: IntentHome) -> tuple[list[Checkpo
     return resolve_checkpoints(copies)
 
 
-def verify_store(store: StateStore, home: IntentHome, *, first_seq: int | None = None,
+def verify_store(store: ChainStore, home: IntentHome, *, first_seq: int | None = None,
                  last_seq: int | None = None) -> VerifyResult:
-    """Verify the whole chain and its checkpoints, or the segment first_seq..last_seq."""
+    """Verify the whole chain and its checkpoints, or the segment first_seq..last_seq.
+
+    Every record's links, hash and typed columns (request_id, run_id, kind, v) are checked.
+    """
     checkpoints, checkpoint_breaks = store_checkpoints(store, home)
+    columns = ColumnFindings()
     if first_seq is None or first_seq == 0 and last_seq is None:
-        result = verify_records(store.audit_raw(), checkpoints=checkpoints)
+        result = verify_records(_checked_pages(store, 0, None, columns), checkpoints=checkpoints)
     else:
         before = store.audit_record(first_seq - 1) if first_seq > 0 else None
-        result = verify_records(store.audit_raw(first_seq, last_seq), start_seq=first_seq,
+        result = verify_records(_checked_pages(store, first_seq, last_seq, columns), start_seq=first_seq,
                                 start_prev=before.hash if before else GENESIS_PREV)
-    result.breaks += checkpoint_breaks
+    result.breaks += columns.resolved() + checkpoint_breaks
     return result
+
+
+def _checked_pages(store: ChainStore, first_seq: int, last_seq: int | None,
+                   columns: ColumnFindings) -> Iterator[RecordTuple]:
+    """(seq, prev, hash, body) in seq order, each page's typed columns checked against its bodies."""
+    for page in _pages(store, first_seq, last_seq):
+        check_table(records_table(page), columns)
+        for record in page:
+            yield record.seq, record.prev, record.hash, record.body
+
+
+def _pages(store: ChainStore, first_seq: int, last_seq: int | None) -> Iterator[list[AuditRecord]]:
+    """Whole records in seq order, PAGE seqs at a time (bounded memory on PostgreSQL too)."""
+    low = first_seq
+    while last_seq is None or low <= last_seq:
+        high = low + PAGE - 1 if last_seq is None else min(low + PAGE - 1, last_seq)
+        page = list(store.audit_records_between(low, high))
+        if page:
+            yield page
+            low = high + 1
+            continue
+        # An empty page is the end of the chain, or a gap of deleted records to jump (and report).
+        following = next(store.audit_raw(low, last_seq, batch=1), None)
+        if following is None:
+            return
+        low = following[0]
 
 
 # Below this much Parquet, starting worker processes costs more than it saves.
@@ -93,14 +98,10 @@ def verify_parquet(root: Path, checkpoints_from: Path | None, *, require_checkpo
     if workers is None:
         big = sum(f.stat().st_size for f in files) >= PARALLEL_MIN_BYTES
         workers = min(os.cpu_count() or 1, len(files)) if big else 1
-    if workers > 1:
-        result = verify_files_parallel(files, checkpoints, workers=workers)
-    else:
-        records = read_records(files)
-        first = next(records, None)
-        start_prev = first[1] if first and first[0] > 0 else GENESIS_PREV
-        result = verify_records(itertools.chain([first] if first else [], records), checkpoints=checkpoints,
-                                start_seq=first[0] if first else 0, start_prev=start_prev)
+    verified = verify_files_parallel(files, checkpoints, workers=workers) if workers > 1 \
+        else verify_files(files, checkpoints=checkpoints)
+    result = verified.result
+    result.breaks = verified.breaks()
     start_seq = result.first_seq or 0
     if require_checkpoints and checkpoints and start_seq > 0:
         result.breaks.append(ChainBreak(0, BreakKind.SEQ_GAP, f"the files start at seq {start_seq}: records "
@@ -109,14 +110,14 @@ def verify_parquet(root: Path, checkpoints_from: Path | None, *, require_checkpo
     return result
 
 
-def day_range(store: StateStore, first: date, last: date) -> tuple[int, int] | None:
+def day_range(store: ChainStore, first: date, last: date) -> tuple[int, int] | None:
     """First and last seq of the records of the UTC days first..last."""
     start, _ = day_bounds(first)
     _, end = day_bounds(last)
     return store.audit_seq_range(start, end)
 
 
-def take_checkpoint(store: StateStore, home: IntentHome) -> Checkpoint:
+def take_checkpoint(store: ChainStore, home: IntentHome) -> Checkpoint:
     """Verify everything, then record (size, head, Merkle root) in the store, a file and the anchor."""
     result = verify_store(store, home)
     if not result.ok:

@@ -1,8 +1,9 @@
 """Verify an audit chain from any source of records: links, hashes, order, and checkpoints."""
 
 import hashlib
+import itertools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -22,16 +23,26 @@ class BreakKind(str, Enum):
     SEQ_REORDER = "seq_reorder"  # a sequence number goes backwards (swapped records)
     TRUNCATED = "truncated"  # fewer records than a checkpoint covered: the tail was cut
     REWRITTEN = "rewritten"  # records a checkpoint covered changed (even if re-chained)
-    CHECKPOINT_ALTERED = "checkpoint_altered"  # a checkpoint differs from its other copies
+    COLUMN_MISMATCH = "column_mismatch"  # a typed column (request_id, kind, …) disagrees with the hashed body
+    CHECKPOINT_ALTERED = "checkpoint_altered"  # a checkpoint differs from its other copies, or does not chain
+    CHECKPOINT_MISSING = "checkpoint_missing"  # a copy of a checkpoint (or every copy) was deleted
 
 
 @dataclass(frozen=True)
 class ChainBreak:
-    """The first place the chain is broken."""
+    """One place the chain is broken; ``column`` names the typed column of a column_mismatch."""
 
     seq: int
     kind: BreakKind
     detail: str
+    column: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"seq", "kind", "detail"}, and "column" for a column_mismatch."""
+        shown: dict[str, Any] = {"seq": self.seq, "kind": self.kind.value, "detail": self.detail}
+        if self.column is not None:
+            shown["column"] = self.column
+        return shown
 
 
 @dataclass
@@ -66,13 +77,13 @@ class VerifyResult:
             "last_seq": self.last_seq,
             "head": self.head.hex(),
             "checkpoints_checked": self.checkpoints_checked,
-            "first_break": None if first is None else
-            {"seq": first.seq, "kind": first.kind.value, "detail": first.detail},
-            "breaks": [{"seq": b.seq, "kind": b.kind.value, "detail": b.detail} for b in self.breaks],
+            "first_break": None if first is None else first.to_dict(),
+            "breaks": [b.to_dict() for b in self.breaks],
         }
 
 
 RecordTuple = tuple[int, bytes, bytes, bytes]  # seq, prev, hash, body
+MAX_BREAKS = 20  # of one kind of check: past that, more detail is noise
 
 
 def verify_records(
@@ -81,7 +92,7 @@ def verify_records(
     checkpoints: Sequence[Checkpoint] = (),
     start_seq: int = 0,
     start_prev: bytes = GENESIS_PREV,
-    max_breaks: int = 20,
+    max_breaks: int = MAX_BREAKS,
     keep_hashes_at: frozenset[int] = frozenset(),
 ) -> VerifyResult:
     """Check every link and hash in order; then that each checkpoint still matches the records.
@@ -125,32 +136,42 @@ def verify_records(
         prev, expected_seq = rec_hash, seq + 1
         result.last_seq, result.head = seq, rec_hash
     if collect and result.ok:
-        _check_checkpoints(result, hashes, checkpoints)
+        check_checkpoints(result, checkpoints, lambda size: hashes[size - 1] if size else GENESIS_PREV,
+                          root_of=lambda size: merkle_root(hashes[:size]))
     return result
 
 
-def _check_checkpoints(result: VerifyResult, hashes: list[bytes], checkpoints: Sequence[Checkpoint]) -> None:
-    """Check each checkpoint against the verified records.
+def check_checkpoints(result: VerifyResult, checkpoints: Sequence[Checkpoint], head_at: Callable[[int], bytes | None],
+                      *, root_of: Callable[[int], bytes] | None = None) -> None:
+    """Check each checkpoint, oldest first, against a chain from seq 0 whose links verified.
 
-    Heads localize a rewrite (a valid chain with the same head has the same past); the latest
-    checkpoint's Merkle root is recomputed too, as a third party holding only it would.
+    ``head_at(size)`` is the hash of record size-1 (None when not kept). Heads localize a rewrite (a
+    valid chain with the same head has the same past); with ``root_of``, the latest checkpoint's
+    Merkle root is recomputed too, as a third party holding only it would. Several versions of one
+    number are copies that disagree (already reported as checkpoint_altered): the records match the
+    checkpoint when they match any of them, so an edited copy is not mistaken for a rewrite.
     """
-    ordered = sorted(checkpoints, key=lambda c: c.size)
+    groups = [list(group) for _, group in itertools.groupby(sorted(checkpoints, key=lambda c: c.number),
+                                                            key=lambda c: c.number)]
     previous_size = 0
-    for checkpoint in ordered:
-        result.checkpoints_checked.append(checkpoint.number)
-        if len(hashes) < checkpoint.size:
+    for versions in groups:
+        number = versions[0].number
+        result.checkpoints_checked.append(number)
+        covered = [c for c in versions if c.size <= result.records]
+        if not covered:
+            size = min(c.size for c in versions)
             result.breaks.append(ChainBreak(
-                len(hashes), BreakKind.TRUNCATED,
-                f"checkpoint {checkpoint.number} covered {checkpoint.size} records, only {len(hashes)} "
-                f"remain: truncated since checkpoint {checkpoint.number}"))
+                result.records, BreakKind.TRUNCATED,
+                f"checkpoint {number} covered {size} records, only {result.records} remain: "
+                f"truncated since checkpoint {number}"))
             return
-        head = hashes[checkpoint.size - 1] if checkpoint.size else GENESIS_PREV
-        is_latest = checkpoint is ordered[-1]
-        if head != checkpoint.head or (is_latest and merkle_root(hashes[:checkpoint.size]) != checkpoint.root):
+        latest = versions is groups[-1]
+        matched = next((c for c in covered if head_at(c.size) == c.head
+                        and (root_of is None or not latest or root_of(c.size) == c.root)), None)
+        if matched is None:
             result.breaks.append(ChainBreak(
                 previous_size, BreakKind.REWRITTEN,
-                f"records {previous_size}..{checkpoint.size - 1} no longer match checkpoint "
-                f"{checkpoint.number}: rewritten since it was taken"))
+                f"records {previous_size}..{covered[0].size - 1} no longer match checkpoint {number}: "
+                "rewritten since it was taken"))
             return
-        previous_size = checkpoint.size
+        previous_size = matched.size

@@ -1,9 +1,10 @@
 """Tamper suite: every kind of edit to the chain is detected with the right kind and first bad seq.
 
 Each case runs against a SQLite store, a PostgreSQL store and the exported Parquet files. The
-chain under test is 16 records with checkpoint 1 at size 8 and checkpoint 2 at size 12, so a
-rewrite is localized between two checkpoints and a truncation cuts into checkpointed records.
-The attacker edits the raw rows directly (SQL or pyarrow), never through the package's API.
+chain under test is 16 records of three interleaved requests, written with the typed events the
+engine emits, with checkpoint 1 at size 8 and checkpoint 2 at size 12, so a rewrite is localized
+between two checkpoints and a truncation cuts into checkpointed records. The attacker edits the
+raw rows directly (SQL or pyarrow), never through the package's API.
 """
 
 import dataclasses
@@ -21,10 +22,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from intent_pipelines.audit import events as ev
 from intent_pipelines.audit.checkpoint import ANCHOR_ENV, Checkpoint
 from intent_pipelines.audit.export import SCHEMA, export_day, parquet_files, partition_path
 from intent_pipelines.audit.integrity import ALERT_FILE, checkpoint_dir, take_checkpoint, verify_parquet, verify_store
-from intent_pipelines.audit.record import record_hash
+from intent_pipelines.audit.record import canonical_body, record_hash
 from intent_pipelines.audit.verify import BreakKind, VerifyResult, verify_records
 from intent_pipelines.cli.main import main
 from intent_pipelines.home import IntentHome
@@ -35,6 +37,55 @@ Row = dict[str, Any]  # one raw audit_events row: seq, v, ts, request_id, run_id
 COLUMNS = [c.name for c in store_schema.audit_events.columns]
 FIRST_CHECKPOINT, SECOND_CHECKPOINT, RECORDS = 8, 12, 16
 
+# (request id, intent, lock) of the three requests the chain records.
+DEPLOY, RESTART, SCALE = ("req-deploy", "deploy-app", "app:web"), ("req-restart", "restart-service", "app:api"), \
+    ("req-scale", "scale-app", None)
+FAILED_COMPLETE = 14  # seq of req-restart's request.complete: the outcome an attacker would hide
+
+
+def _start(request: tuple[str, str, str | None], who: str) -> ev.RequestStart:
+    _, intent, lock = request
+    return ev.RequestStart(intent=intent, version="3", intent_sha256="5" * 64, params={"app": "web"},
+                           context={"env": "prod"}, plan_hash="7" * 64, who=who, reason="OPS-101", lock=lock)
+
+
+# What the engine writes for a success, a failed step and a policy refusal, interleaved.
+STORY: list[tuple[tuple[str, str, str | None], ev.Event]] = [
+    (DEPLOY, _start(DEPLOY, "alice")),
+    (DEPLOY, ev.LockAcquire(lock="app:web")),
+    (DEPLOY, ev.PhaseChange(phase="STEP build")),
+    (RESTART, _start(RESTART, "bob")),
+    (DEPLOY, ev.StepStart(step="build", action="run: make image")),
+    (RESTART, ev.LockAcquire(lock="app:api")),
+    (DEPLOY, ev.StepComplete(step="build", outputs=["image"], duration_ms=1200)),
+    (RESTART, ev.StepStart(step="restart", action="run: systemctl restart api")),
+    (DEPLOY, ev.VerifyPass(check="health")),
+    (RESTART, ev.StepFail(step="restart", error="exit status 1", failure_class="deterministic",
+                          error_class="StepFailed", exit_code=1, duration_ms=300)),
+    (DEPLOY, ev.LockRelease(lock="app:web")),
+    (DEPLOY, ev.RequestComplete(status="SUCCEEDED", duration_ms=1800, intent="deploy-app")),
+    (SCALE, ev.RequestRefused(intent="scale-app", who="carol", reason="OPS-103", error="policy denies 12 replicas",
+                              error_class="PolicyDenied")),
+    (RESTART, ev.LockRelease(lock="app:api")),
+    (RESTART, ev.RequestComplete(status="FAILED", reason="step_failed", error="exit status 1",
+                                 error_class="StepFailed", exit_code=10, step="restart", signature="restart:exit-1",
+                                 duration_ms=900, intent="restart-service")),
+    (SCALE, ev.RequestComplete(status="REFUSED", reason="policy", error="policy denies 12 replicas",
+                               error_class="PolicyDenied", exit_code=5, step="preflight", intent="scale-app")),
+]
+assert len(STORY) == RECORDS and STORY[FAILED_COMPLETE][1].KIND == "request.complete"
+
+
+def record_story(store: StateStore, count: int) -> None:
+    """Append the next ``count`` events of STORY, creating each request's row before its first record."""
+    done = sum(1 for _ in store.audit_raw())
+    for (request_id, intent, lock), event in STORY[done:done + count]:
+        if store.request(request_id) is None:
+            store.create_request(request_id=request_id, intent=intent, run_id=f"run-{request_id}", params={},
+                                 context={}, plan_hash="", intent_sha256="5" * 64, lock_key=lock, dry_run=False,
+                                 reason="", who="")
+        store.append_event(event, request_id=request_id, run_id=f"run-{request_id}")
+
 
 class Chain:
     """A chain in a store, optionally exported to Parquet; the attacker's view of its raw rows."""
@@ -43,10 +94,7 @@ class Chain:
         self.backend, self.store, self.home, self.parquet_root = backend, store, home, parquet_root
 
     def append(self, count: int) -> None:
-        for _ in range(count):
-            seq = sum(1 for _ in self.store.audit_raw())
-            self.store.append_audit("test.event", request_id=f"req-{seq % 3}", run_id="run-1",
-                                    body={"i": seq, "note": f"record {seq}", "duration_ms": seq * 7})
+        record_story(self.store, count)
 
     def seal(self) -> None:
         """For the Parquet backend, export every day the records span (normally one)."""
@@ -72,8 +120,9 @@ class Chain:
             for row in rows:
                 days.setdefault(row["ts"][:10], []).append(row)
             for day, day_rows in days.items():
-                pq.write_table(pa.Table.from_pylist(day_rows, schema=SCHEMA),
-                               partition_path(self.parquet_root, date.fromisoformat(day)))
+                path = partition_path(self.parquet_root, date.fromisoformat(day))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(pa.Table.from_pylist(day_rows, schema=SCHEMA), path)
             return
         with self.store.engine.begin() as conn:
             conn.execute(store_schema.audit_events.delete())
@@ -145,8 +194,14 @@ def _flip(value: bytes, bit: int = 3) -> bytes:
     return bytes(changed)
 
 
-def _forged(rows: list[Row], seq: int, prev: bytes, body: bytes) -> Row:
+def _edited(row: Row, **change: Any) -> bytes:
+    """Row's body with fields changed, in the writer's canonical form (so its typed columns still agree)."""
+    return canonical_body({**json.loads(row["body"]), **change})
+
+
+def _forged(rows: list[Row], seq: int, prev: bytes) -> Row:
     """A well-formed record (correct hash for its own seq, prev and body) modelled on row ``seq``."""
+    body = _edited(rows[seq], who="mallory")
     return {**rows[seq], "seq": seq, "prev": prev, "body": body, "hash": record_hash(seq, prev, body)}
 
 
@@ -173,14 +228,14 @@ def delete_middle(rows: list[Row]) -> None:
 
 def insert_shifted(rows: list[Row]) -> None:
     """A forged record linked to seq 4 takes seq 5; the originals move up one seq to make room."""
-    forged = _forged(rows, 5, rows[4]["hash"], b'{"forged":true}')
+    forged = _forged(rows, 5, rows[4]["hash"])
     _shift_from(rows, 5)
     rows.insert(5, forged)
 
 
 def insert_same_seq(rows: list[Row]) -> None:
     """A forged record linked to seq 4 claims seq 5 next to the original seq 5."""
-    rows.insert(5, _forged(rows, 5, rows[4]["hash"], b'{"forged":true}'))
+    rows.insert(5, _forged(rows, 5, rows[4]["hash"]))
 
 
 def duplicate_same_seq(rows: list[Row]) -> None:
@@ -212,7 +267,7 @@ def truncate_tail(rows: list[Row]) -> None:
 
 def rewrite_and_recompute(rows: list[Row]) -> None:
     """Change seq 10's body and recompute prev and hash of it and every later record."""
-    rows[10]["body"] = b'{"rewritten":true}'
+    rows[10]["body"] = _edited(rows[10], lock="app:other")
     for i in range(10, len(rows)):
         rows[i]["prev"] = rows[i - 1]["hash"]
         rows[i]["hash"] = record_hash(rows[i]["seq"], rows[i]["prev"], rows[i]["body"])
@@ -357,6 +412,179 @@ def test_unreadable_checkpoint_file_is_detected_from_parquet(make_chain: Callabl
     assert "unreadable" in first.detail
 
 
+# --- typed columns edited ------------------------------------------------------------------------
+
+# (column, seq, value): edits that leave every hash intact. The first moves req-restart's outcome to
+# another request; with the second as well it is the edit that made `intent audit show` omit it.
+RECORD_COLUMN_EDITS: list[tuple[str, int, Any]] = [
+    ("request_id", FAILED_COMPLETE, "0" * 32),
+    ("kind", FAILED_COMPLETE, "phase.change"),
+    ("run_id", 7, "run-elsewhere"),
+    ("v", 3, 2),
+]
+# The export's query columns (Parquet only): what the metrics read instead of the body.
+QUERY_COLUMN_EDITS: list[tuple[str, int, Any]] = [
+    ("status", FAILED_COMPLETE, "SUCCEEDED"),  # a failure counted as a success
+    ("reason", FAILED_COMPLETE, None),
+    ("error", 9, None),
+    ("duration_ms", 6, 1),
+    ("step", 8, None),  # the verify check's name
+    ("dry_run", 0, True),
+    ("intent", 0, "scale-app"),  # request.start names its own intent
+    ("intent", 6, "scale-app"),  # step.complete carries its request's, as request.start states it
+]
+
+
+def _edit_column(chain: Chain, column: str, seq: int, value: Any) -> VerifyResult:
+    rows = chain.rows()
+    assert rows[seq][column] != value, "the edit must change something"
+    rows[seq][column] = value
+    chain.write(rows)
+    return chain.verify()
+
+
+def _only_column_mismatch(result: VerifyResult, seq: int, column: str) -> None:
+    """The edit is found at its seq and column, and nothing else is wrong (hashes and checkpoints hold)."""
+    assert not result.ok
+    first = result.first_break
+    assert first is not None and (first.kind, first.seq, first.column) == (BreakKind.COLUMN_MISMATCH, seq, column), \
+        result.breaks
+    assert {b.kind for b in result.breaks} == {BreakKind.COLUMN_MISMATCH}, result.breaks
+    assert result.checkpoints_checked == [1, 2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("column", "seq", "value"), RECORD_COLUMN_EDITS, ids=[e[0] for e in RECORD_COLUMN_EDITS])
+def test_edited_record_column_is_a_column_mismatch(make_chain: Callable[[str], Chain], backend: str, column: str,
+                                                   seq: int, value: Any) -> None:
+    """A typed column edited beside an intact body is column_mismatch at that seq, naming the column."""
+    chain = make_chain(backend)
+    _only_column_mismatch(_edit_column(chain, column, seq, value), seq, column)
+
+
+def test_columns_rewritten_with_another_type_are_column_mismatches(make_chain: Callable[[str], Chain]) -> None:
+    """SQLite keeps whatever type is written: text in v and bytes in request_id are mismatches, not crashes."""
+    chain = make_chain("sqlite")
+    table = store_schema.audit_events
+    with chain.store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_events SET v = 'one' WHERE seq = 2")
+        conn.execute(table.update().where(table.c.seq == 4).values(request_id=sa.literal(b"req-deploy")))
+    result = chain.verify()
+    assert [(b.kind, b.seq, b.column) for b in result.breaks] == [(BreakKind.COLUMN_MISMATCH, 2, "v"),
+                                                                   (BreakKind.COLUMN_MISMATCH, 4, "request_id")]
+
+
+@pytest.mark.parametrize(("column", "seq", "value"), QUERY_COLUMN_EDITS,
+                         ids=[f"{e[0]}-{e[1]}" for e in QUERY_COLUMN_EDITS])
+def test_edited_query_column_is_a_column_mismatch(make_chain: Callable[[str], Chain], column: str, seq: int,
+                                                  value: Any) -> None:
+    """Each Parquet query column is recomputed from the body, so an edited one is found at its seq."""
+    chain = make_chain("parquet")
+    _only_column_mismatch(_edit_column(chain, column, seq, value), seq, column)
+
+
+def test_intent_carried_from_another_days_start_is_checked(make_chain: Callable[[str], Chain]) -> None:
+    """A record without its own intent is checked against its request's even when the start is in another file."""
+    chain = make_chain("parquet")
+    rows = chain.rows()
+    for row in rows[:6]:  # req-deploy's request.start (seq 0) on the day before its step.complete (seq 6)
+        row["ts"] = "2001-01-01" + row["ts"][10:]
+    rows[6]["intent"] = "scale-app"
+    chain.write(rows)
+    assert len(parquet_files(chain.parquet_root)) == 2
+    for workers in (1, 2):
+        result = verify_parquet(chain.parquet_root, checkpoint_dir(chain.home), workers=workers)
+        _only_column_mismatch(result, 6, "intent")
+        assert "the records of request req-deploy say 'deploy-app'" in result.breaks[0].detail
+
+
+# --- checkpoints deleted or edited --------------------------------------------------------------
+
+def _other_head(body: bytes, head: bytes) -> bytes:
+    """The same checkpoint claiming another head: what an edit to cover a rewrite would write."""
+    return dataclasses.replace(Checkpoint.from_json(body), head=head).to_json()
+
+
+def _checkpoint_file(chain: Chain, number: int, anchor: Path | None = None) -> Path:
+    return (anchor or checkpoint_dir(chain.home)) / f"checkpoint-{number:06d}.json"
+
+
+# The anchor is expected to hold every checkpoint from the first one it holds (it may be configured late).
+DELETED_COPIES = [("file", 1), ("store", 1), ("file", 2), ("store", 2), ("anchor", 2)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(("copy", "number"), DELETED_COPIES, ids=[f"{c}-{n}" for c, n in DELETED_COPIES])
+def test_deleted_checkpoint_copy_is_missing(make_chain: Callable[[str], Chain], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, backend: str, copy: str,
+                                            number: int) -> None:
+    """Deleting one copy of a checkpoint (file, store row or anchor file) is checkpoint_missing at its size."""
+    anchor = tmp_path / "anchor"
+    monkeypatch.setenv(ANCHOR_ENV, str(anchor))
+    chain = make_chain(backend)
+    if copy == "store":
+        table = store_schema.audit_checkpoints
+        with chain.store.engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.number == number))
+    else:
+        _checkpoint_file(chain, number, anchor if copy == "anchor" else None).unlink()
+    result = chain.verify()
+    size = FIRST_CHECKPOINT if number == 1 else SECOND_CHECKPOINT
+    assert [(b.kind, b.seq) for b in result.breaks] == [(BreakKind.CHECKPOINT_MISSING, size)]
+    assert f"checkpoint {number}: the {copy} copy is missing" in result.breaks[0].detail
+    assert result.checkpoints_checked == [1, 2], "the remaining copies still check the records"
+
+
+def test_deleted_checkpoint_file_is_missing_from_parquet(make_chain: Callable[[str], Chain]) -> None:
+    """With files alone, checkpoint 1 deleted while checkpoint 2 remains is checkpoint_missing."""
+    chain = make_chain("parquet")
+    _checkpoint_file(chain, 1).unlink()
+    result = chain.verify()
+    assert [(b.kind, b.seq) for b in result.breaks] == [(BreakKind.CHECKPOINT_MISSING, 0)]
+    assert "checkpoint 1 is missing from every copy" in result.breaks[0].detail
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("number", [1, 2])
+def test_edited_checkpoint_file_is_altered_not_a_rewrite(make_chain: Callable[[str], Chain], backend: str,
+                                                         number: int) -> None:
+    """A checkpoint file edited to another head is checkpoint_altered: the store copy still matches the records."""
+    chain = make_chain(backend)
+    path = _checkpoint_file(chain, number)
+    _rewrite_file(path, _other_head(path.read_bytes(), chain.rows()[3]["hash"]))
+    result = chain.verify()
+    size = FIRST_CHECKPOINT if number == 1 else SECOND_CHECKPOINT
+    assert [(b.kind, b.seq) for b in result.breaks] == [(BreakKind.CHECKPOINT_ALTERED, size)], result.breaks
+    assert f"checkpoint {number} altered: its copies differ (file ≠ store)" in result.breaks[0].detail
+
+
+def test_edited_checkpoint_file_is_altered_from_parquet(make_chain: Callable[[str], Chain]) -> None:
+    """With files alone, checkpoint 1 edited to another head no longer chains to 2, and is not taken as a rewrite."""
+    chain = make_chain("parquet")
+    path = _checkpoint_file(chain, 1)
+    _rewrite_file(path, _other_head(path.read_bytes(), chain.rows()[3]["hash"]))
+    result = chain.verify()
+    assert [(b.kind, b.seq) for b in result.breaks] == [(BreakKind.CHECKPOINT_ALTERED, SECOND_CHECKPOINT)]
+    assert result.checkpoints_checked == [2]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_rewrite_with_a_checkpoint_copy_edited_to_match_is_still_rewritten(make_chain: Callable[[str], Chain],
+                                                                            backend: str) -> None:
+    """Rewriting records and editing checkpoint 1's file to the new head: checkpoint 2 commits to the old one."""
+    chain = make_chain(backend)
+    rows = chain.rows()
+    rows[5]["body"] = _edited(rows[5], lock="app:other")
+    for i in range(5, len(rows)):
+        rows[i]["prev"] = rows[i - 1]["hash"]
+        rows[i]["hash"] = record_hash(rows[i]["seq"], rows[i]["prev"], rows[i]["body"])
+    chain.write(rows)
+    path = _checkpoint_file(chain, 1)
+    _rewrite_file(path, _other_head(path.read_bytes(), rows[FIRST_CHECKPOINT - 1]["hash"]))
+    kinds = [(b.kind, b.seq) for b in chain.verify().breaks]
+    assert (BreakKind.REWRITTEN, 0) in kinds and (BreakKind.CHECKPOINT_ALTERED, FIRST_CHECKPOINT) in kinds, kinds
+
+
 # --- the CLI ------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -429,3 +657,68 @@ def test_cli_verify_bad_input_is_a_one_line_usage_error(cli_home: IntentHome, ar
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     assert _alerts(cli_home) == []
+
+
+def _story_with_checkpoints(home: IntentHome) -> StateStore:
+    """The standard chain in INTENT_HOME's own store, checkpointed at 8 and 12 as make_chain does."""
+    store = StateStore(home.ensure().store_url())
+    record_story(store, FIRST_CHECKPOINT)
+    take_checkpoint(store, home)
+    record_story(store, SECOND_CHECKPOINT - FIRST_CHECKPOINT)
+    take_checkpoint(store, home)
+    record_story(store, RECORDS - SECOND_CHECKPOINT)
+    return store
+
+
+def _broken_with(result: Any, message: str) -> None:
+    """Exit 20 with the one error line naming the first break, no traceback."""
+    assert result.exit_code == 20, result.output
+    error_lines = result.stderr.strip().splitlines()
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_finds_a_request_outcome_moved_to_another_request(cli_home: IntentHome, tmp_path: Path) -> None:
+    """The column edit that hid req-restart's outcome fails verify, verify --request and verify --parquet (exit 20)."""
+    store = _story_with_checkpoints(cli_home)
+    runner = CliRunner()
+    intact = runner.invoke(main, ["audit", "verify", "--request", RESTART[0]])
+    assert intact.exit_code == 0 and f"audit chain INTACT: {RECORDS} records" in intact.stdout, intact.output
+    table = store_schema.audit_events
+    with store.engine.begin() as conn:
+        conn.execute(table.update().where(table.c.seq == FAILED_COMPLETE)
+                     .values(request_id="0" * 32, kind="phase.change"))
+    shown = runner.invoke(main, ["audit", "show", RESTART[0], "--json"])
+    assert "request.complete" not in [event["kind"] for event in json.loads(shown.stdout)], "the symptom"
+
+    expected = f"audit chain broken at seq {FAILED_COMPLETE}: column_mismatch"
+    _broken_with(runner.invoke(main, ["audit", "verify"]), expected)
+    _broken_with(runner.invoke(main, ["audit", "verify", "--request", RESTART[0]]), expected)
+    document = json.loads(runner.invoke(main, ["audit", "verify", "--request", RESTART[0], "--format", "json"]).stdout)
+    assert {k: document["first_break"][k] for k in ("seq", "kind", "column")} == \
+        {"seq": FAILED_COMPLETE, "kind": "column_mismatch", "column": "request_id"}
+    assert [b["column"] for b in document["breaks"]] == ["request_id", "kind"]
+
+    export = tmp_path / "export"
+    for day in sorted({r.ts[:10] for r in store.audit_records()}):
+        assert runner.invoke(main, ["audit", "export", "--date", day, "--out", str(export)]).exit_code == 0
+    _broken_with(runner.invoke(main, ["audit", "verify", "--parquet", str(export)]), expected)
+    assert [a["kind"] for a in _alerts(cli_home)] == ["column_mismatch"] * 4
+
+
+@pytest.mark.parametrize(("change", "kind"), [("delete", "checkpoint_missing"), ("edit", "checkpoint_altered")])
+def test_cli_reports_a_deleted_or_edited_checkpoint_file(cli_home: IntentHome, change: str, kind: str) -> None:
+    """A checkpoint file deleted or edited fails `intent audit verify` by name (exit 20); no checkpoint is taken over it."""
+    store = _story_with_checkpoints(cli_home)
+    path = checkpoint_dir(cli_home) / "checkpoint-000001.json"
+    if change == "delete":
+        path.unlink()
+    else:
+        other = store.audit_record(3)
+        assert other is not None
+        _rewrite_file(path, _other_head(path.read_bytes(), other.hash))
+    runner = CliRunner()
+    _broken_with(runner.invoke(main, ["audit", "verify"]), f"audit chain broken at seq {FIRST_CHECKPOINT}: {kind}")
+    _broken_with(runner.invoke(main, ["audit", "checkpoint"]), kind)
+    assert sorted(p.name for p in checkpoint_dir(cli_home).iterdir()) == \
+        (["checkpoint-000002.json"] if change == "delete" else ["checkpoint-000001.json", "checkpoint-000002.json"])
