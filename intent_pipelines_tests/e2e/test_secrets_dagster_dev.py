@@ -4,10 +4,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,44 +13,32 @@ import pytest
 from intent_pipelines.alerts.sensors import SENSOR_LOG
 from intent_pipelines.dagster_dev import LOCATION, REPOSITORY, DagsterDev
 from intent_pipelines.store import StateStore
-from intent_pipelines.testing import prepare_sample_home, stop_fleet, wait_for
+from intent_pipelines.testing import http_answering, prepare_sample_home, stop_fleet, wait_for
 from intent_pipelines_tests.support.secret_scan import AWS, CALLER_TOKEN, KEY, LEAKY, TOKEN, file_hits, hits
 
 INTENT_BIN = str(Path(sys.executable).parent / "intent")
 
 
-class NotFound(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterDev, dict[str, str]]]:
     """dagster dev whose environment holds the secrets, serving the leaky intent; the CLI's env to reach it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     root = tmp_path_factory.mktemp("secrets-e2e")
     home = prepare_sample_home(root / "home")
     intents = root / "intents"
     intents.mkdir()
-    (intents / "leaky.yaml").write_text(LEAKY.replace("@PORT@", str(server.server_address[1])))
     daemon_env = {"INTENTS_PATH": str(intents), "INTENT_SECRET_TOKEN": TOKEN, "TEST_SIGNING_KEY": KEY,
                   "AWS_SECRET_ACCESS_KEY": AWS}
     try:
-        with DagsterDev(home, env=daemon_env) as dev:
-            cli_env = {k: v for k, v in os.environ.items() if k not in ("INTENT_FLEET", "INTENT_STORE_URL")}
-            cli_env.update({"INTENT_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster_home),
-                            "INTENTS_PATH": str(intents), "INTENT_DAGSTER_URL": dev.url,
-                            "INTENT_SECRET_TOKEN": CALLER_TOKEN, "TEST_SIGNING_KEY": KEY})
-            yield dev, cli_env
+        with http_answering(404) as port:
+            (intents / "leaky.yaml").write_text(LEAKY.replace("@PORT@", str(port)))  # before dagster dev loads it
+            with DagsterDev(home, env=daemon_env) as dev:
+                cli_env = {k: v for k, v in os.environ.items() if k not in ("INTENT_FLEET", "INTENT_STORE_URL")}
+                cli_env.update({"INTENT_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster_home),
+                                "INTENTS_PATH": str(intents), "INTENT_DAGSTER_URL": dev.url,
+                                "INTENT_SECRET_TOKEN": CALLER_TOKEN, "TEST_SIGNING_KEY": KEY})
+                yield dev, cli_env
     finally:
         stop_fleet(home)
-        server.shutdown()
-        server.server_close()
 
 
 def test_launchpad_and_submit_runs_leave_no_secret_anywhere(served: tuple[DagsterDev, dict[str, str]]) -> None:

@@ -4,9 +4,7 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +12,7 @@ import pytest
 
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
-from intent_pipelines.testing import invoke_cli
-
-
-class Ok(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
-        pass
+from intent_pipelines.testing import http_answering, invoke_cli
 
 
 @pytest.fixture
@@ -50,12 +39,8 @@ def intents(sample_home: IntentHome, tmp_path: Path, monkeypatch: pytest.MonkeyP
 @pytest.fixture
 def loopback_port() -> Iterator[int]:
     """A loopback HTTP server of the test's own network namespace."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_answering(200) as port:
+        yield port
 
 
 def run(intents: Path, body: str) -> tuple[int, dict[str, Any], str]:

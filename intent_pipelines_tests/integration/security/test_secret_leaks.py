@@ -2,39 +2,23 @@
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from intent_pipelines.home import IntentHome
-from intent_pipelines.testing import invoke_cli, run_intent
+from intent_pipelines.testing import http_answering, invoke_cli, run_intent
 from intent_pipelines_tests.support.secret_scan import AWS, KEY, LEAKY, TOKEN, WEBHOOK, file_hits, hits
-
-
-class NotFound(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        self.send_response(404)
-        self.end_headers()
-        self.wfile.write(b"no such page\n")
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
-        pass
 
 
 @pytest.fixture
 def probe_port() -> Iterator[int]:
     """A loopback HTTP server answering 404 to everything."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_answering(404) as port:
+        yield port
 
 
 @pytest.fixture
