@@ -18,10 +18,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Prepare INTENT_HOME (sample fleet, DAGSTER_HOME, pools), then start the webserver and daemon.
+# Prepare INTENT_HOME (sample fleet, DAGSTER_HOME, pools), then start the code server, webserver and
+# daemon (`intent up`; Ctrl-C stops them).
 up: setup
 	$(BIN)/intent init
-	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	$(BIN)/intent up -h $(HOST) -p $(PORT)
 
 # Lint and types, then the unit, integration and end-to-end tiers (benchmarks are separate: `make bench`).
 # The sandbox tests need bubblewrap: installed when missing, where we are root on a Debian-like system.

@@ -1,8 +1,7 @@
-"""DagsterDev: a real `dagster dev` on a free loopback port, stopped by PID; its client is DagsterGraphQL."""
+"""DagsterDev: a real `intent up` (code server, webserver, daemon) on a free loopback port; client DagsterGraphQL."""
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from types import TracebackType
 
 import requests
 
+from intent_pipelines.bundled import write_dagster_yaml
 from intent_pipelines.dagster_graphql_client import (
     LOCATION,
     REPOSITORY,
@@ -23,45 +23,41 @@ from intent_pipelines.dagster_graphql_client import (
 from intent_pipelines.home import IntentHome
 from intent_pipelines.testing import free_ports
 
-# The harness's errors are the client's (`dagster dev` not coming up is reported the same way).
+# The harness's errors are the client's (`intent up` not coming up is reported the same way).
 DagsterDevError = DagsterGraphQLError
 
 __all__ = ["LOCATION", "REPOSITORY", "TERMINAL_STATUSES", "DagsterDev", "DagsterDevError", "DagsterGraphQL"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 def _reset_signals() -> None:
-    # A parent started with `&` hands down ignored SIGINT/SIGTERM through exec; dagster dev would
+    # A parent started with `&` hands down ignored SIGINT/SIGTERM through exec; intent up would
     # then never shut down. Give the child the defaults back.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
 
 
 class DagsterDev:
-    """`dagster dev` for the project's workspace on a free port, as a context manager."""
+    """`intent up` for ``home`` on a free port, as a context manager."""
 
-    def __init__(self, home: IntentHome, *, repo_root: Path = REPO_ROOT, port: int | None = None,
+    def __init__(self, home: IntentHome, *, port: int | None = None,
                  env: Mapping[str, str] | None = None, startup_timeout_s: float = 120,
                  stop_timeout_s: float = 20) -> None:
         self.home = home
-        self.repo_root = repo_root
         self.port = port or free_ports(1)
         self.extra_env = dict(env or {})
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.log_path = home.root / "logs" / "dagster-dev.log"
+        self.log_path = home.root / "logs" / "intent-up.log"
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = DagsterGraphQL(self.url)
         self._process: subprocess.Popen[bytes] | None = None
 
     def prepare_dagster_home(self) -> Path:
-        """DAGSTER_HOME under INTENT_HOME with the repo's dagster.yaml (kept when already there)."""
+        """DAGSTER_HOME under INTENT_HOME with the shipped dagster.yaml (kept when already there)."""
         dagster_home = self.home.dagster_home
         dagster_home.mkdir(parents=True, exist_ok=True)
         target = dagster_home / "dagster.yaml"
         if not target.exists():
-            shutil.copyfile(self.repo_root / "dagster.yaml", target)
+            write_dagster_yaml(target)
         return dagster_home
 
     def _env(self) -> dict[str, str]:
@@ -75,14 +71,13 @@ class DagsterDev:
     def start(self) -> "DagsterDev":
         """Start the process and wait until the code location is loaded."""
         if self._process is not None:
-            raise DagsterDevError("dagster dev is already running")
+            raise DagsterDevError("intent up is already running")
         self.prepare_dagster_home()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "dagster", "dev", "-w", str(self.repo_root / "workspace.yaml"),
-                   "-h", "127.0.0.1", "-p", str(self.port)]
+        command = [sys.executable, "-m", "intent_pipelines", "up", "-h", "127.0.0.1", "-p", str(self.port)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, cwd=self.repo_root, env=self._env(), stdin=subprocess.DEVNULL, stdout=log,
+                command, cwd=self.home.root, env=self._env(), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_reset_signals)
         try:
             self._wait_ready()
@@ -97,7 +92,7 @@ class DagsterDev:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise DagsterDevError(f"dagster dev exited with {self._process.returncode}\n"
+                raise DagsterDevError(f"intent up exited with {self._process.returncode}\n"
                                       f"{self.log_tail()}")
             try:
                 status, error = self.client.location_status()
@@ -110,11 +105,11 @@ class DagsterDev:
                     return
                 last = f"location {LOCATION} is {status or 'absent'}"
             time.sleep(0.5)
-        raise DagsterDevError(f"dagster dev not ready after {self.startup_timeout_s:.0f}s ({last})\n"
+        raise DagsterDevError(f"intent up not ready after {self.startup_timeout_s:.0f}s ({last})\n"
                               f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        """Return the last ``lines`` lines of the dagster dev log."""
+        """Return the last ``lines`` lines of the intent up log."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:

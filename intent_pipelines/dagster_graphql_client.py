@@ -1,6 +1,6 @@
 """A small client for the Dagster webserver's GraphQL API: launch, re-execute, read runs.
 
-Used by `intent run --submit` (to queue a run on a running instance) and by the `dagster dev`
+Used by `intent run --submit` (to queue a run on a running instance) and by the `intent up`
 test harness. Query shapes follow dagster_graphql 1.13 (schema/roots/mutation.py,
 client/client_queries.py). Only `requests`; no dagster import, so the CLI stays light.
 """

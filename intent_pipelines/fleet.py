@@ -77,7 +77,8 @@ def load_fleet(path: Path) -> Fleet:
     except yaml.YAMLError as exc:
         raise FleetError(f"{path}: not valid YAML ({exc})", hint="Fix the file.") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("apps", {}), list | dict):
-        raise FleetError(f"{path}: expected a mapping with `apps:`", hint="See examples/fleet.yaml.")
+        raise FleetError(f"{path}: expected a mapping with `apps:`",
+                         hint="See docs/platforms.md; `intent init` writes a sample one.")
     apps = raw.get("apps") or {}
     if isinstance(apps, list):
         apps = {item.get("name"): item for item in apps if isinstance(item, dict)}

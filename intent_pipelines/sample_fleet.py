@@ -1,10 +1,10 @@
 """Install the sample app (hello-api) as a git repository plus a fleet.yaml that lists it."""
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
+from intent_pipelines.bundled import copy_sample_app, sample_dir
 from intent_pipelines.errors import FleetError
 from intent_pipelines.fleet import load_fleet, register_app
 from intent_pipelines.home import IntentHome
@@ -30,22 +30,22 @@ def _git(repo: Path, *args: str) -> None:
         )
 
 
-def install_sample_fleet(home: IntentHome, examples_dir: Path | None = None) -> Path:
+def install_sample_fleet(home: IntentHome) -> Path:
     """Copy hello-api to INTENT_HOME/fleet/src, commit it and list it in the fleet file.
 
     Idempotent: an existing repository is left as it is, and an existing fleet file only gains
     hello-api when it does not list it yet. Returns the fleet file.
     """
-    examples = examples_dir or Path(__file__).resolve().parents[1] / "examples"
     repo = home.fleet_dir / "src" / SAMPLE_APP
     if not (repo / ".git").exists():
-        shutil.copytree(examples / "apps" / SAMPLE_APP, repo, dirs_exist_ok=True)
+        copy_sample_app(SAMPLE_APP, repo)
         _git(repo, "init", "--quiet")
         _git(repo, "add", "--all")
         _git(repo, "commit", "--quiet", "-m", f"{SAMPLE_APP}: initial version")
     fleet_file = home.fleet_file
     if SAMPLE_APP not in load_fleet(fleet_file).apps:
-        sample = load_fleet(examples / "fleet.yaml").app(SAMPLE_APP)
+        with sample_dir() as sample_files:
+            sample = load_fleet(sample_files / "fleet.yaml").app(SAMPLE_APP)
         source = os.path.relpath(repo, fleet_file.parent)
         register_app(fleet_file, sample.model_copy(update={"source": source}))
     return fleet_file

@@ -1,15 +1,14 @@
 """What every command needs: INTENT_HOME, DAGSTER_HOME, the intent catalog and the engine."""
 
 import os
-import shutil
 from functools import cached_property
 from pathlib import Path
 
+from intent_pipelines.bundled import write_dagster_yaml
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
 from intent_pipelines.spec.loader import IntentCatalog
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 POOL_LIMITS = {"build": 2, "db": 1, "network": 4}
 
 
@@ -34,12 +33,11 @@ class CliContext:
         row = self.engine.store.find_request(ident)
         return str(row["request_id"]) if row is not None else ident
 
-    def ensure_dagster_home(self) -> Path:
-        """Create DAGSTER_HOME with the project's dagster.yaml unless one is there already."""
+    def ensure_dagster_home(self, *, postgres: bool = False) -> Path:
+        """Create DAGSTER_HOME with the shipped dagster.yaml unless one is there already."""
         dagster_home = Path(os.environ["DAGSTER_HOME"])
         dagster_home.mkdir(parents=True, exist_ok=True)
         target = dagster_home / "dagster.yaml"
-        source = REPO_ROOT / "dagster.yaml"
-        if not target.exists() and source.exists():
-            shutil.copyfile(source, target)
+        if not target.exists():
+            write_dagster_yaml(target, postgres=postgres)
         return dagster_home

@@ -38,6 +38,7 @@ LAZY_COMMANDS = {
     "audit": "audit:audit", "failures": "failures:failures", "metrics": "metrics_cmd:metrics",
     **{name: f"operate:{name}" for name in ("status", "watch", "explain", "stop", "unlock")},
     **{name: f"requests_cmd:{name}" for name in ("replay", "resume", "approve", "reject")},
+    "up": "up:up", "code-server": "up:code_server",
 }
 
 
@@ -316,20 +317,42 @@ def run(cli: CliContext, intent: str, params: tuple[str, ...], dry_run: bool, co
 
 @main.command()
 @click.option("--no-sample", is_flag=True, help="Do not install the sample fleet (hello-api).")
+@click.option("--postgres", is_flag=True,
+              help="Keep Dagster's runs, event logs and schedules in the PostgreSQL database of "
+                   "$INTENT_STORE_URL (the state store's) instead of SQLite under DAGSTER_HOME.")
 @pass_ctx
-def init(cli: CliContext, no_sample: bool) -> None:
+def init(cli: CliContext, no_sample: bool, postgres: bool) -> None:
     """Prepare INTENT_HOME: directories, DAGSTER_HOME with dagster.yaml, pool limits, sample fleet."""
     from dagster import DagsterInstance
 
     from intent_pipelines.sample_fleet import install_sample_fleet
 
+    if postgres:
+        _check_postgres_init(cli)
     cli.home.ensure()
-    dagster_home = cli.ensure_dagster_home()
+    dagster_home = cli.ensure_dagster_home(postgres=postgres)
     with DagsterInstance.get() as instance:
         for pool, limit in POOL_LIMITS.items():
             instance.event_log_storage.set_concurrency_slots(pool, limit)
     fleet = cli.home.fleet_file if no_sample else install_sample_fleet(cli.home)
     console.print(f"INTENT_HOME  {cli.home.root}", markup=False)
     console.print(f"DAGSTER_HOME {dagster_home}", markup=False)
+    console.print(f"storage      {'PostgreSQL ($INTENT_STORE_URL)' if postgres else 'SQLite'}", markup=False)
     console.print(f"fleet        {fleet}", markup=False)
     console.print(f"pools        {', '.join(f'{k}={v}' for k, v in POOL_LIMITS.items())}", markup=False)
+
+
+def _check_postgres_init(cli: CliContext) -> None:
+    """Refuse --postgres without a reachable PostgreSQL URL, or over a dagster.yaml that keeps SQLite."""
+    url = settings().store_url
+    if not url.startswith("postgresql"):
+        raise UsageError("--postgres needs INTENT_STORE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB in the "
+                         "environment", hint="Export it (never on the command line), then run intent init again.")
+    existing = cli.home.dagster_home / "dagster.yaml"
+    if existing.exists() and "postgres_url" not in existing.read_text():
+        raise UsageError(f"{existing} already keeps Dagster's storage in SQLite",
+                         hint="Move it away (its runs stay in that SQLite storage), then run intent init --postgres.")
+    from intent_pipelines.store import StateStore
+
+    # Creates the state store's tables there now; a server that is down is a StoreError (password hidden).
+    StateStore(url).engine.dispose()

@@ -123,7 +123,7 @@ def find_app(home: IntentHome, name: str) -> App:
     if not fleet_file.exists():
         raise FleetError(
             f"no fleet file at {fleet_file} (looking for app {name!r})",
-            hint="Create it (see examples/fleet.yaml) or set INTENT_FLEET.",
+            hint="Run `intent init` for one with the sample app (format: docs/platforms.md), or set INTENT_FLEET.",
         )
     return load_fleet(fleet_file).app(name)
 

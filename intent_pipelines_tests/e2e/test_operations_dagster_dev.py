@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ steps:
     run: [sleep, "3"]
 """
 
-# The project's dagster.yaml, with run monitoring polling every 3 s so the max-runtime check
+# The shipped dagster.yaml, with run monitoring polling every 3 s so the max-runtime check
 # shows within the test's time.
 DAGSTER_YAML_POLL = ("poll_interval_seconds: 30", "poll_interval_seconds: 3")
 
@@ -71,7 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     intents.mkdir()
     (intents / "sleepy.yaml").write_text(SLEEPY)
     (intents / "quick.yaml").write_text(QUICK)
-    repo_yaml = (Path(__file__).resolve().parents[2] / "dagster.yaml").read_text()
+    repo_yaml = files("intent_pipelines.bundled").joinpath("dagster.yaml").read_text()
     assert DAGSTER_YAML_POLL[0] in repo_yaml
     home.dagster_home.mkdir(parents=True, exist_ok=True)
     (home.dagster_home / "dagster.yaml").write_text(repo_yaml.replace(*DAGSTER_YAML_POLL))

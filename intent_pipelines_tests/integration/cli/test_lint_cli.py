@@ -48,7 +48,7 @@ def test_lint_passes_the_install_and_the_shipped_files(sample_home: IntentHome) 
     code, out, err = invoke_cli("lint")
     assert code == 0, out + err
     assert f"ok    {sample_home.fleet_file}" in out and "8 files valid, no literal secrets" in out
-    code, out, err = invoke_cli("lint", str(BUNDLED_DIR), str(REPO / "examples" / "fleet.yaml"))
+    code, out, err = invoke_cli("lint", str(BUNDLED_DIR), str(REPO / "intent_pipelines" / "bundled" / "sample" / "fleet.yaml"))
     assert code == 0 and "8 files valid, no literal secrets" in out, out + err
 
 

@@ -319,7 +319,7 @@ def example(sample_home: IntentHome, tmp_path: Path, monkeypatch: pytest.MonkeyP
         target = target if target.is_absolute() else workdir / target
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(block.body + "\n", encoding="utf-8")
-    documented = load_fleet(REPO / "examples" / "fleet.yaml").app("hello-api").port
+    documented = load_fleet(REPO / "intent_pipelines" / "bundled" / "sample" / "fleet.yaml").app("hello-api").port
     port = load_fleet(sample_home.fleet_file).app("hello-api").port
     return Example(sample_home, workdir, monkeypatch, documented, port)
 

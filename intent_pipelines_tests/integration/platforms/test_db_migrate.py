@@ -12,7 +12,7 @@ from intent_pipelines.actions.base import Outputs
 from intent_pipelines.errors import StepFailed
 from intent_pipelines.home import IntentHome
 
-EXAMPLE_MIGRATIONS = Path(__file__).resolve().parents[3] / "examples" / "apps" / "hello-api" / "migrations"
+EXAMPLE_MIGRATIONS = Path(__file__).resolve().parents[3] / "intent_pipelines" / "bundled" / "sample" / "apps" / "hello-api" / "migrations"
 
 
 def columns(url: str, table: str) -> list[str]:

@@ -168,7 +168,7 @@ def test_text_that_is_not_yaml_has_no_findings() -> None:
     assert find_literal_secrets("") == []
 
 
-@pytest.mark.parametrize("path", [*intent_files([BUNDLED_DIR]), REPO / "examples" / "fleet.yaml"],
+@pytest.mark.parametrize("path", [*intent_files([BUNDLED_DIR]), REPO / "intent_pipelines" / "bundled" / "sample" / "fleet.yaml"],
                          ids=lambda p: p.name)
 def test_shipped_files_hold_no_literal_secrets(path: Path) -> None:
     """The bundled intents and the example fleet pass the lint."""

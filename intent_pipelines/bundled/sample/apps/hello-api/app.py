@@ -77,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.reply(200, {"items": rows})
 
-    def reply(self, status: int, body: dict) -> None:
+    def reply(self, status: int, body: dict[str, object]) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
