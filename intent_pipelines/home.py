@@ -1,9 +1,13 @@
 """INTENT_HOME: the one directory that holds every piece of runtime state of a single-host install."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from intent_pipelines.errors import UsageError
 from intent_pipelines.settings import settings
+
+_HINT = "Point INTENT_HOME at a directory this user can write, or unset it to use ./.intent_home."
 
 
 @dataclass(frozen=True)
@@ -14,8 +18,11 @@ class IntentHome:
 
     @classmethod
     def from_env(cls) -> "IntentHome":
-        """Use ``$INTENT_HOME``, or ``./.intent_home`` when unset."""
-        return cls(settings().home)
+        """Use ``$INTENT_HOME``, or ``./.intent_home`` when unset; a UsageError when it names a file."""
+        root = settings().home
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"INTENT_HOME {root} is not a directory", hint=_HINT)
+        return cls(root)
 
     @property
     def dagster_home(self) -> Path:
@@ -59,7 +66,14 @@ class IntentHome:
         return settings().store_url or f"sqlite:///{self.state_db}"
 
     def ensure(self) -> "IntentHome":
-        """Create the directory tree."""
-        for path in (self.dagster_home, self.warehouse, self.alerts, self.fleet_dir, self.reports):
-            path.mkdir(parents=True, exist_ok=True)
+        """Create the directory tree; a UsageError naming INTENT_HOME when it cannot hold state."""
+        try:
+            for path in (self.dagster_home, self.warehouse, self.alerts, self.fleet_dir, self.reports):
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"INTENT_HOME {self.root} cannot hold the runtime state: {exc.filename}: "
+                             f"{exc.strerror or type(exc).__name__}", hint=_HINT) from None
+        # An existing tree creates nothing above, yet the state store must be able to write its files.
+        if not os.access(self.root, os.W_OK):
+            raise UsageError(f"INTENT_HOME {self.root} is not writable", hint=_HINT)
         return self

@@ -41,21 +41,13 @@ def verify(cli: CliContext, day: str | None, days: int | None, first: str | None
            request_id: str | None, parquet: Path | None, checkpoints: Path | None, fmt: str) -> None:
     """Verify the audit chain: exit 0 when intact, 20 naming the first bad seq when not."""
     # Imported here: pyarrow costs ~0.1 s that `intent run` should not pay.
-    from intent_pipelines.audit.integrity import (
-        checkpoint_dir,
-        day_range,
-        raise_broken,
-        verify_parquet,
-        verify_store,
-    )
+    from intent_pipelines.audit.integrity import checkpoint_dir, day_range, raise_broken, verify_store
 
     span = day_span(parse_date(day, "--date"), days, parse_date(first, "--from"), parse_date(last, "--to"))
     if parquet is not None:
         if span or request_id:
             raise UsageError("--parquet verifies whole files", hint="Point it at the days you want instead.")
-        # Checkpoints given explicitly must be checkable; the home's are used when they apply.
-        result = verify_parquet(parquet, checkpoints or checkpoint_dir(cli.home),
-                                require_checkpoints=checkpoints is not None)
+        result = _verify_files(parquet, checkpoints or checkpoint_dir(cli.home), explicit=checkpoints is not None)
     elif request_id:
         request_id = cli.request_id(request_id)
         if next(cli.engine.store.audit_records(request_id=request_id), None) is None:
@@ -78,6 +70,21 @@ def verify(cli: CliContext, day: str | None, days: int | None, first: str | None
         _print_summary(result)
     if not result.ok:
         raise_broken(cli.home, result)
+
+
+def _verify_files(parquet: Path, checkpoints: Path, *, explicit: bool) -> VerifyResult:
+    """verify_parquet, with a file that is not Parquet at all refused as a wrong path (exit 2)."""
+    import pyarrow as pa
+
+    from intent_pipelines.audit.integrity import verify_parquet
+
+    try:
+        # Checkpoints given explicitly must be checkable; the home's are used when they apply.
+        return verify_parquet(parquet, checkpoints, require_checkpoints=explicit)
+    except pa.ArrowException as exc:
+        raise UsageError(f"--parquet {parquet} holds a file that is not readable as Parquet "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                         hint="Point --parquet at exported audit_events files (`intent audit export`).") from None
 
 
 def _print_summary(result: VerifyResult) -> None:
@@ -123,7 +130,8 @@ def show(cli: CliContext, request_id: str, as_json: bool) -> None:
 
 @audit.command()
 @click.option("--date", "day", required=True, help="The UTC day to export (YYYY-MM-DD).")
-@click.option("--out", type=click.Path(path_type=Path), help="Directory (default INTENT_HOME/warehouse/audit_events).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False, writable=True),
+              help="Directory (default INTENT_HOME/warehouse/audit_events).")
 @pass_ctx
 def export(cli: CliContext, day: str, out: Path | None) -> None:
     """Write one day of the chain to Parquet (what the audit_events asset materializes)."""

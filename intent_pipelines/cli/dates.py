@@ -1,18 +1,29 @@
-"""Date options shared by the reporting commands: --date, --days, --from/--to (UTC days)."""
+"""Date options shared by the reporting commands: --date, --days, --from/--to (UTC days).
+
+Every day they accept lies in [FIRST_DAY, LAST_DAY] (docs/cli.md, "Limits"): the audit log's
+timestamps start at the epoch, and the day after the last one must still be a date, so the
+commands' day arithmetic can never overflow.
+"""
 
 from datetime import UTC, date, datetime, timedelta
 
 from intent_pipelines.errors import UsageError
 
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date.max - timedelta(days=1)
+
 
 def parse_date(value: str | None, option: str) -> date | None:
-    """A YYYY-MM-DD option value, or a one-line UsageError naming the option."""
+    """A YYYY-MM-DD option value within [FIRST_DAY, LAST_DAY], or a one-line UsageError naming the option."""
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise UsageError(f"{option} {value!r} is not a date", hint="Use YYYY-MM-DD.") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise UsageError(f"{option} {day} is out of range", hint=f"Use a UTC day from {FIRST_DAY} to {LAST_DAY}.")
+    return day
 
 
 def day_span(day: date | None, days: int | None, first: date | None = None,
@@ -26,9 +37,12 @@ def day_span(day: date | None, days: int | None, first: date | None = None,
     if day is not None:
         return day, day
     if days is not None:
+        today = datetime.now(UTC).date()
+        most = (today - FIRST_DAY).days + 1
         if days < 1:
             raise UsageError("--days must be at least 1", hint="E.g. --days 7.")
-        today = datetime.now(UTC).date()
+        if days > most:
+            raise UsageError(f"--days {days} reaches back before {FIRST_DAY}", hint=f"Use at most --days {most}.")
         return today - timedelta(days=days - 1), today
     if first is not None or last is not None:
         if first is None or last is None:

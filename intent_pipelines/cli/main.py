@@ -10,8 +10,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from intent_pipelines.cli.boundary import check_arguments, error_boundary
 from intent_pipelines.cli.context import POOL_LIMITS, CliContext
-from intent_pipelines.cli.output import console, print_error, print_json
+from intent_pipelines.cli.output import console, print_json
 from intent_pipelines.cli.plan_view import print_plan
 from intent_pipelines.errors import (
     FleetError,
@@ -43,7 +44,7 @@ LAZY_COMMANDS = {
 
 
 class IntentGroup(click.Group):
-    """Turns every IntentError into one line on stderr and its documented exit code; loads commands lazily."""
+    """Ends every error in one line on stderr and its documented exit code (cli/boundary.py); loads commands lazily."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -55,23 +56,16 @@ class IntentGroup(click.Group):
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        # The group's own options and the command name are parsed here, before invoke.
+        with error_boundary():
+            check_arguments(args)
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with error_boundary():
             return super().invoke(ctx)
-        except IntentError as exc:
-            print_error(exc.one_line())
-            sys.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except KeyboardInterrupt:
-            print_error("interrupted")
-            sys.exit(130)
-        except Exception as exc:  # a bug: say so in one line, and show the trace only on request
-            if settings().debug:
-                raise
-            print_error(f"internal error: {type(exc).__name__}: {exc}. This is a bug; "
-                        "rerun with INTENT_DEBUG=1 and report the trace.")
-            sys.exit(1)
 
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
@@ -346,7 +340,7 @@ def _check_postgres_init(cli: CliContext) -> None:
     """Refuse --postgres without a reachable PostgreSQL URL, or over a dagster.yaml that keeps SQLite."""
     url = settings().store_url
     if not url.startswith("postgresql"):
-        raise UsageError("--postgres needs INTENT_STORE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB in the "
+        raise UsageError("--postgres needs INTENT_STORE_URL, a postgresql:// URL of the server and database, in the "
                          "environment", hint="Export it (never on the command line), then run intent init again.")
     existing = cli.home.dagster_home / "dagster.yaml"
     if existing.exists() and "postgres_url" not in existing.read_text():

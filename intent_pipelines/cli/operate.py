@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from intent_pipelines.cli.context import CliContext
+from intent_pipelines.cli.options import Seconds
 from intent_pipelines.cli.output import console, err_console, print_json
 from intent_pipelines.errors import UsageError
 from intent_pipelines.operations import Operations
@@ -120,7 +121,8 @@ class LogFollower:
 
 @click.command()
 @click.argument("request_or_run")
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--interval", default=0.5, show_default=True, type=Seconds(min=0.1, max=3600),
+              help="Seconds between polls.")
 @pass_ctx
 def watch(cli: CliContext, request_or_run: str, interval: float) -> None:
     """Follow a request's step output with [step] prefixes until it ends."""
@@ -139,14 +141,14 @@ def watch(cli: CliContext, request_or_run: str, interval: float) -> None:
 
 @click.command()
 @click.argument("request_or_run")
-@click.option("--grace", default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
+@click.option("--grace", default=10.0, show_default=True, type=Seconds(min=0, max=3600),
+              help="Seconds between SIGTERM and SIGKILL.")
 @click.option("--reason", default="", help="Why; recorded in the audit log.")
-@click.option("--wait", "wait_s", default=60.0, show_default=True, help="Seconds to wait for the stop.")
+@click.option("--wait", "wait_s", default=60.0, show_default=True, type=Seconds(min=0, max=86_400),
+              help="Seconds to wait for the stop.")
 @pass_ctx
 def stop(cli: CliContext, request_or_run: str, grace: float, reason: str, wait_s: float) -> None:
     """Stop a queued or running request: its command's process group gets SIGTERM, then SIGKILL."""
-    if grace < 0:
-        raise UsageError("--grace cannot be negative", hint="E.g. --grace 10.")
     # A running step stops through the store: ask first, before loading Dagster (~2 s saved).
     asked = Operations(cli.home, cli.engine.store, None).request_stop(request_or_run, grace_s=grace, reason=reason)
     with operations(cli) as ops:

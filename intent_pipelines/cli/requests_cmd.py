@@ -64,11 +64,12 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
                                                   current.path, content)
     params = recorded.params()
     changes = parse_assignments(list(overrides))
-    for name, value in changes.items():
-        err_console.print(f"override {name}: {params.get(name)!r} -> {value!r}", markup=False)
     context = None if fresh_context else original["context"]
     prepared = prepare(cli, loaded, {**params, **changes}, confirm=confirm, dry_run=dry_run, context=context,
                        reason=reason, replay_of=request_id)
+    # Only once they are valid: a refused override is the error's one line, nothing before it.
+    for name, value in changes.items():
+        err_console.print(f"override {name}: {params.get(name)!r} -> {value!r}", markup=False)
     if fresh_context:
         for key in sorted(set(original["context"]) | set(prepared.plan.context)):
             old, new = original["context"].get(key), prepared.plan.context.get(key)

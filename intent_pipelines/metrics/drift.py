@@ -31,7 +31,7 @@ class DriftThresholds:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if getattr(self, f.name) < 0:
+            if not getattr(self, f.name) >= 0:  # written so that nan fails too
                 raise ValueError(f"drift threshold {f.name} must be >= 0, got {getattr(self, f.name)}")
 
     @classmethod

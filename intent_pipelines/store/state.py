@@ -97,6 +97,28 @@ def _check_columns(engine: Engine) -> None:
                              hint="Move the old INTENT_HOME/state.db aside (it keeps its audit chain) and run again.")
 
 
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden; a URL SQLAlchemy cannot parse is named by its scheme only."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return f"{url.partition(':')[0][:40]}:… (not a valid URL)"
+
+
+def store_error(exc: Exception, url: str) -> StoreError:
+    """A SQLAlchemy (or database driver) error as a StoreError naming the store, never with SQL text.
+
+    SQLAlchemy appends the statement and its parameters after the driver's message ("[SQL: ...]");
+    only the driver's first line is kept, which says what went wrong without them.
+    """
+    cause = getattr(exc, "orig", None) or exc
+    detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    detail = detail.partition("[SQL:")[0].strip()
+    name = type(cause).__name__
+    return StoreError(f"the state store at {safe_url(url)} failed: {name}" + (f": {detail}" if detail else ""),
+                      hint="Check INTENT_STORE_URL / INTENT_HOME and that the database is up and writable.")
+
+
 def _bytes(value: Any) -> bytes:
     """Stored bytes as bytes; a value rewritten as TEXT (tampering) still verifies as a mismatch."""
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
@@ -117,13 +139,13 @@ class StateStore:
             schema.metadata.create_all(self.engine)
             _check_columns(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the state store at {self._safe_url()}: {exc.__class__.__name__}",
+            raise StoreError(f"cannot open the state store at {safe_url(url)}: {exc.__class__.__name__}",
                              hint="Check INTENT_STORE_URL / INTENT_HOME and that the database is up.") from None
+        except ImportError as exc:  # a URL whose database driver is not installed (mysql://, ...)
+            raise StoreError(f"cannot open the state store at {safe_url(url)}: no driver ({exc.name or exc})",
+                             hint="Use sqlite:/// or postgresql:// in INTENT_STORE_URL.") from None
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._committer = GroupCommitter(self.append_audit_many)
-
-    def _safe_url(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     def _begin(self) -> Any:
         return self.engine.begin()
