@@ -3,6 +3,10 @@
 A test's tier is the first directory under intent_pipelines_tests (unit, integration, e2e, bench):
 the marker is added here, never written in the test, and a test outside those directories or
 with a tier marker of its own fails collection (so `make test` cannot silently drop it).
+
+INTENT_TEST_STORAGE=postgres runs the same tests with the state store and Dagster's storage in a
+fresh PostgreSQL database per test (the `sample_home` and `instance` fixtures); `make test` runs
+a named subset that way.
 """
 
 import os
@@ -13,13 +17,15 @@ import dagster as dg
 import pytest
 
 from intent_pipelines import secrets
+from intent_pipelines.bundled import write_dagster_yaml
 from intent_pipelines.engine import Engine
 from intent_pipelines.home import IntentHome
-from intent_pipelines.testing import postgres_server, prepare_sample_home, stop_fleet
+from intent_pipelines.testing import fresh_database, postgres_server, prepare_sample_home, stop_fleet
 
 pytest_plugins = ["intent_pipelines_tests.support.metrics_events", "intent_pipelines_tests.support.platform_actions"]
 
 TIERS = ("unit", "integration", "e2e", "bench")
+ON_POSTGRES = os.environ.get("INTENT_TEST_STORAGE", "sqlite") == "postgres"
 _ROOT = Path(__file__).resolve().parent
 
 
@@ -49,14 +55,29 @@ def no_known_secrets() -> Iterator[None]:
 
 
 @pytest.fixture
-def sample_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IntentHome]:
+def storage_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database under INTENT_TEST_STORAGE=postgres; "" (the embedded SQLite) otherwise."""
+    if not ON_POSTGRES:
+        yield ""
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def sample_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage_url: str) -> Iterator[IntentHome]:
     """INTENT_HOME with hello-api on free ports; every app process is stopped afterwards."""
     home = prepare_sample_home(tmp_path / "home")
     monkeypatch.setenv("INTENT_HOME", str(home.root))
     monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
     monkeypatch.delenv("INTENT_FLEET", raising=False)
     monkeypatch.delenv("INTENTS_PATH", raising=False)
-    monkeypatch.delenv("INTENT_STORE_URL", raising=False)
+    if storage_url:
+        monkeypatch.setenv("INTENT_STORE_URL", storage_url)
+        home.dagster_home.mkdir(parents=True, exist_ok=True)
+        write_dagster_yaml(home.dagster_home / "dagster.yaml", postgres=True)
+    else:
+        monkeypatch.delenv("INTENT_STORE_URL", raising=False)
     yield home
     stop_fleet(home)
 
@@ -80,10 +101,12 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A persistent (SQLite) Dagster instance in tmp, so re-execution can reload past runs."""
+def instance(tmp_path: Path, storage_url: str) -> Iterator[dg.DagsterInstance]:
+    """A persistent Dagster instance in tmp (SQLite, or PostgreSQL), so re-execution can reload past runs."""
     (tmp_path / "dagster").mkdir()
-    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster"),
-                                       overrides={"telemetry": {"enabled": False}}) as inst:
+    overrides: dict[str, object] = {"telemetry": {"enabled": False}}
+    if storage_url:
+        overrides["storage"] = {"postgres": {"postgres_url": storage_url}}
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster"), overrides=overrides) as inst:
         yield inst
 
