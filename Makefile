@@ -24,12 +24,19 @@ up: setup
 	$(BIN)/intent init
 	$(BIN)/intent up -h $(HOST) -p $(PORT)
 
-# Lint and types, then the unit, integration and end-to-end tiers (benchmarks are separate: `make bench`).
-# The sandbox tests need bubblewrap: installed when missing, where we are root on a Debian-like system.
+# Lint and types, then the unit, integration and end-to-end tiers (benchmarks are separate: `make bench`),
+# then a named subset of the integration tier again with PostgreSQL as the state store and Dagster storage.
+# The sandbox and proxy tests need bubblewrap and nginx: installed when missing, where we are root on Debian.
+POSTGRES_SUBSET := intent_pipelines_tests/integration/lifecycle intent_pipelines_tests/integration/cli \
+	intent_pipelines_tests/integration/store
 test: lint
-	command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq bubblewrap; }
+	@missing=""; command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	$(BIN)/pytest -m "unit or integration or e2e" -q
+	INTENT_TEST_STORAGE=postgres $(BIN)/pytest -m integration -q $(POSTGRES_SUBSET) \
+		--deselect intent_pipelines_tests/integration/cli/test_bad_input.py
 
 test-unit: setup
 	$(BIN)/pytest -m unit -q

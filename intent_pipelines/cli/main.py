@@ -40,6 +40,7 @@ LAZY_COMMANDS = {
     **{name: f"operate:{name}" for name in ("status", "watch", "explain", "stop", "unlock")},
     **{name: f"requests_cmd:{name}" for name in ("replay", "resume", "approve", "reject")},
     "up": "up:up", "code-server": "up:code_server",
+    "proxy": "proxy_cmd:proxy",
 }
 
 

@@ -16,7 +16,18 @@ from intent_pipelines import run_tags
 from intent_pipelines.cli.context import CliContext
 from intent_pipelines.cli.operate import LogFollower
 from intent_pipelines.cli.output import console, err_console
-from intent_pipelines.dagster_graphql_client import TERMINAL_STATUSES, DagsterGraphQL, DagsterGraphQLError
+from intent_pipelines.dagster_graphql_client import (
+    CREDENTIALS_HINT,
+    PASSWORD_VARIABLE,
+    TERMINAL_STATUSES,
+    USER_VARIABLE,
+    BasicAuth,
+    DagsterGraphQL,
+    DagsterGraphQLError,
+    DagsterUnauthorized,
+    login_in_url,
+    without_login,
+)
 from intent_pipelines.errors import StepStopped, UsageError
 from intent_pipelines.settings import DEFAULT_DAGSTER_URL, settings
 from intent_pipelines.spec.loader import LoadedIntent
@@ -29,26 +40,45 @@ RUN_END_WAIT_S = 30.0
 
 
 def dagster_url(option: str | None) -> str:
-    """--dagster-url, else $INTENT_DAGSTER_URL, else the local default."""
-    return option.rstrip("/") if option else settings().dagster_url
+    """--dagster-url, else $INTENT_DAGSTER_URL, else the local default; a URL with a login is refused.
+
+    A password in argv is visible to every user of the host (ps), and one in the URL variable
+    ends up in messages: both belong in the credential variables (BasicAuth.from_env).
+    """
+    url = option.rstrip("/") if option else settings().dagster_url
+    if login_in_url(url):
+        source = "--dagster-url" if option else "INTENT_DAGSTER_URL"
+        raise UsageError(f"{source} {without_login(url)} carries a login (user:password@), which other users "
+                         "of this host can read", hint=f"Drop it from the URL. {CREDENTIALS_HINT}.")
+    return url
+
+
+def _unauthorized(url: str, auth: BasicAuth | None) -> UsageError:
+    if auth is None:
+        return UsageError(f"the Dagster webserver at {url} asks for a login (HTTP 401)", hint=f"{CREDENTIALS_HINT}.")
+    return UsageError(f"the Dagster webserver at {url} refused the login of user {auth.user!r} (HTTP 401)",
+                      hint=f"Check {USER_VARIABLE} and {PASSWORD_VARIABLE} (or the file it is read from).")
 
 
 def _client(url: str) -> DagsterGraphQL:
-    """A client for ``url`` that has answered once; UsageError (exit 2) when nothing answers."""
+    """A client for ``url`` that has answered once; UsageError (exit 2) when nothing answers or the login fails."""
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--dagster-url {url!r} is not an http(s) URL", hint=f"E.g. {DEFAULT_DAGSTER_URL}.")
-    client = DagsterGraphQL(url, timeout_s=15)
+    auth = BasicAuth.from_env()
+    client = DagsterGraphQL(url, timeout_s=15, auth=auth)
     try:
         status, error = client.location_status()
+    except DagsterUnauthorized:
+        raise _unauthorized(url, auth) from None
     except (requests.RequestException, DagsterGraphQLError, ValueError, KeyError) as exc:
         raise UsageError(f"no Dagster webserver answers at {url} ({type(exc).__name__})",
-                         hint="Start one with `dagster dev`, or pass --dagster-url / set INTENT_DAGSTER_URL.") from None
+                         hint="Start one with `intent up`, or pass --dagster-url / set INTENT_DAGSTER_URL.") from None
     if error or status not in (None, "LOADED"):
         raise UsageError(f"the code location {client.location} at {url} is {status}: {error or 'not loaded'}",
                          hint="Fix it (see the Dagster UI), then submit again.")
     if status is None:
         raise UsageError(f"the webserver at {url} does not serve the {client.location} code location",
-                         hint="Point --dagster-url at the webserver started from this project's workspace.yaml.")
+                         hint="Point --dagster-url at the webserver `intent up` started for this INTENT_HOME.")
     return client
 
 
@@ -83,6 +113,8 @@ def submit(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
         tags[run_tags.LOCK] = lock
     try:
         run_id = client.launch_run(spec.job_name, run_config, tags)
+    except DagsterUnauthorized:
+        raise _unauthorized(url, client.auth) from None
     except DagsterGraphQLError as exc:
         raise UsageError(f"the webserver at {url} refused the run: {str(exc).splitlines()[0]}",
                          hint="Check that it serves this project's intents (INTENTS_PATH).") from None
