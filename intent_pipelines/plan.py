@@ -6,11 +6,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from intent_pipelines.errors import PolicyDenied
-from intent_pipelines.rendering import evaluate, references, render, render_native
+from intent_pipelines.errors import PolicyDenied, TemplateError
+from intent_pipelines.rendering import MAX_RENDERED_CHARS, evaluate, references, render, render_native, render_scope
 from intent_pipelines.spec.models import ActionCall, IntentSpec, RetrySpec
 
 CallKind = Literal["run", "shell", "uses"]
+
+# Canonical JSON of one plan. Every plan shown or run is kept in the state store (plans table), so
+# this bounds what one `intent plan` adds to it; the rendered templates are held to the same figure
+# while they render (rendering.MAX_RENDERED_CHARS), this also covers params and literal text.
+MAX_PLAN_BYTES = MAX_RENDERED_CHARS
 
 
 class _PendingOutputs(dict[str, str]):
@@ -80,7 +85,15 @@ def _render_value(value: Any, ns: Mapping[str, Any], where: str) -> Any:
 
 
 def render_call(call: ActionCall, ns: Mapping[str, Any], *, where: str) -> RenderedCall:
-    """Render one step, rollback or check; shell strings get every interpolation shell-quoted."""
+    """Render one step, rollback or check; shell strings get every interpolation shell-quoted.
+
+    Its templates share one budget (rendering.render_scope), or the plan's when it is being built.
+    """
+    with render_scope():
+        return _render_call(call, ns, where=where)
+
+
+def _render_call(call: ActionCall, ns: Mapping[str, Any], *, where: str) -> RenderedCall:
     env = {k: render(v, ns, where=f"{where}.env.{k}") for k, v in call.env.items()}
     cwd = render(call.cwd, ns, where=f"{where}.cwd") if call.cwd else None
     if call.uses is not None:
@@ -92,6 +105,11 @@ def render_call(call: ActionCall, ns: Mapping[str, Any], *, where: str) -> Rende
     assert call.run is not None
     argv = tuple(render(a, ns, where=f"{where}.run[{i}]") for i, a in enumerate(call.run))
     return RenderedCall("run", argv=argv, env=env, cwd=cwd)
+
+
+def reads_step_outputs(call: ActionCall) -> bool:
+    """Whether a call's templates read other steps' outputs (so it is rendered again at run time)."""
+    return _reads_steps([call.run, call.with_, call.env, call.cwd])
 
 
 def _reads_steps(value: Any, *, expression: bool = False) -> bool:
@@ -157,11 +175,14 @@ class ExecutionPlan:
             step["retry"] = self.step(step["id"]).retry.model_dump(mode="json")
         return data
 
+    def canonical_json(self) -> str:
+        """The plan as sorted, compact JSON: what its hash is taken of."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+
     @property
     def plan_hash(self) -> str:
         """sha256 of the canonical JSON of the plan: same inputs, same hash, on any machine."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
     def step(self, step_id: str) -> PlannedStep:
         """The planned step with this id."""
@@ -210,8 +231,26 @@ def build_plan(
 ) -> ExecutionPlan:
     """Render the plan; ``params`` must already be validated and have secrets redacted.
 
-    Raises PolicyDenied when a deny rule matches.
+    Raises PolicyDenied when a deny rule matches, TemplateError when a template fails or the plan
+    is over its limits (all its templates render against one budget, see rendering.py).
     """
+    with render_scope():
+        plan = _build_plan(spec, intent_sha256=intent_sha256, params=params, context=context, app=app)
+    size = len(plan.canonical_json().encode("utf-8"))
+    if size > MAX_PLAN_BYTES:
+        raise TemplateError(f"the plan of {spec.name} is {size:,} bytes, over the limit of {MAX_PLAN_BYTES:,}",
+                            hint='Pass smaller params or render less; see "Limits" in docs/intents-reference.md.')
+    return plan
+
+
+def _build_plan(
+    spec: IntentSpec,
+    *,
+    intent_sha256: str,
+    params: Mapping[str, Any],
+    context: Mapping[str, str],
+    app: Mapping[str, Any] | None,
+) -> ExecutionPlan:
     step_ids = [s.id for s in spec.steps]
     ns = namespace(params=params, context=context, outputs=None, app=app,
                    request=request_view("<request.id>"), step_ids=step_ids)
@@ -236,7 +275,7 @@ def build_plan(
             when=None if deferred_when else (True if step.when is None
                                              else evaluate(step.when, ns, where=f"{where}.when")),
             rollback=render_call(step.rollback, ns, where=f"{where}.rollback") if step.rollback else None,
-            deferred=_reads_steps([step.run, step.with_, step.env, step.cwd]),
+            deferred=reads_step_outputs(step),
         ))
     by_level: dict[int, list[str]] = {}
     for step_id, lvl in levels.items():

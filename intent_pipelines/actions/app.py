@@ -1,6 +1,10 @@
 """The app.* actions: build, switch, run, scale, check and observe an app of the fleet."""
 
+import math
 import re
+import re._constants as _constants
+import re._parser as _parser
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -53,6 +57,77 @@ class HealthInput(AppInput):
     timeout_s: float = Field(default=20, gt=0, le=600)
 
 
+# How many ways one repeat nested in another may split a piece of a line, e.g. 3**3 for
+# `(\d{1,3}\.){3}`. Python's `re` backtracks with no time limit, app.logs runs inside the engine
+# without a step timeout, and log lines are written by whoever the app serves: `(a+)+$` over 40
+# injected characters runs for hours. IPv6-like `([0-9a-f]{1,4}:){7}` (16,384) still passes.
+MAX_REGEX_SPLITS = 100_000
+_REPEATS = (_constants.MAX_REPEAT, _constants.MIN_REPEAT)
+_REGEX_HINT = ("Let each part match one way: `a+$` instead of `(a+)+$`, or make the inner repeat possessive "
+               "(`(?:a++)+`) or atomic (`(?>a+)+`), which never backtrack.")
+
+
+def backtracking_risk(pattern: str) -> str | None:
+    r"""Why ``pattern`` may backtrack exponentially on a hostile line, or None when it cannot that way.
+
+    Read from the parsed pattern (the stdlib's own parser): a repeat inside a repeat that can split
+    text many ways, or alternatives inside a repeat that can match the same text. Polynomial cases
+    (``\w*\w*$``) pass: they are slow only on lines far longer than a log line.
+    """
+    return _risk(_parser.parse(pattern), None)
+
+
+def _risk(items: Any, outer: int | None) -> str | None:
+    """``outer``: the largest count of the innermost enclosing repeat that can backtrack, or None."""
+    for op, arg in items:
+        if op in _REPEATS:
+            _, high, body = arg
+            if high > 1 and outer is not None and _splits(outer, high) > MAX_REGEX_SPLITS:
+                return "repeats a repeat (like `(a+)+`), which can take exponential time on a long line"
+            found = _risk(body, high if high > 1 else outer)
+        elif op is _constants.POSSESSIVE_REPEAT:
+            found = _risk(arg[2], None)
+        elif op is _constants.ATOMIC_GROUP:
+            found = _risk(arg, None)
+        elif op is _constants.SUBPATTERN:
+            found = _risk(arg[3], outer)
+        elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
+            found = _risk(arg[1], outer)
+        elif op is _constants.BRANCH:
+            firsts = [_first_char(alternative) for alternative in arg[1]]
+            if outer is not None and (None in firsts or len(set(firsts)) < len(firsts)):
+                return ("repeats alternatives that can match the same text (like `(a|a)+`), which can take "
+                        "exponential time on a long line")
+            found = next((r for r in (_risk(a, outer) for a in arg[1]) if r), None)
+        elif op is _constants.GROUPREF_EXISTS:
+            found = _risk(arg[1], outer) or (_risk(arg[2], outer) if arg[2] else None)
+        else:
+            found = None
+        if found:
+            return found
+    return None
+
+
+def _splits(outer: int, inner: int) -> float:
+    if _constants.MAXREPEAT in (outer, inner):
+        return math.inf
+    return math.exp(min(outer * math.log(inner), 700))  # inner ** outer without building the integer
+
+
+def _first_char(items: Any) -> int | None:
+    """The character an alternative must start with, or None when it may start with several (or match empty)."""
+    if not items:
+        return None
+    op, arg = items[0]
+    if op is _constants.LITERAL:
+        return int(arg)
+    if op is _constants.SUBPATTERN:
+        return _first_char(arg[3])
+    if op in (*_REPEATS, _constants.POSSESSIVE_REPEAT) and arg[0] >= 1:
+        return _first_char(arg[2])
+    return None
+
+
 class LogsInput(AppInput):
     since: str = Field(default="", description='"10m", "1h", "2d" or an ISO time; "" for all')
     pattern: str = Field(default="", description="regular expression; empty matches every line")
@@ -71,6 +146,9 @@ class LogsInput(AppInput):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from None
+        risk = backtracking_risk(value)
+        if risk:
+            raise ValueError(f"pattern {value!r} {risk}. {_REGEX_HINT}")
         return value
 
 

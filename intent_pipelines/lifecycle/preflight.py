@@ -2,13 +2,24 @@
 
 import getpass
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from intent_pipelines.actions import registry
 from intent_pipelines.audit import events as ev
 from intent_pipelines.confirmation import check_confirmation, parse_confirm, plan_json
-from intent_pipelines.errors import ConfirmationRequired, IntentError, StepFailed, UsageError
+from intent_pipelines.errors import (
+    ConfirmationRequired,
+    IntentError,
+    ParamError,
+    StepFailed,
+    TemplateError,
+    UsageError,
+)
 from intent_pipelines.execution.runner import run_command
 from intent_pipelines.lifecycle.finish import Ending
 from intent_pipelines.lifecycle.lease import take_lock
@@ -16,8 +27,16 @@ from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.lifecycle.recorder import Recorder, print_line, secret_values
 from intent_pipelines.lifecycle.replay import original_request
 from intent_pipelines.lifecycle.resume import RESUMABLE
-from intent_pipelines.plan import ExecutionPlan, build_plan, namespace, render_call, request_view
-from intent_pipelines.spec.loader import LoadedIntent
+from intent_pipelines.plan import (
+    ExecutionPlan,
+    RenderedCall,
+    build_plan,
+    namespace,
+    reads_step_outputs,
+    render_call,
+    request_view,
+)
+from intent_pipelines.spec.loader import LoadedIntent, locate
 from intent_pipelines.spec.models import ActionCall, IntentSpec
 from intent_pipelines.spec.params import REDACTED, redact, resolve_params
 from intent_pipelines.status import RequestStatus
@@ -72,12 +91,57 @@ def make_plan(rec: Recorder, loaded: LoadedIntent, given: Mapping[str, Any], *, 
     spec = loaded.spec
     values = resolve_params(spec, given)
     app = rec.app_view(spec, values)
-    if context is None:
-        context = capture_context(rec, spec, values, request_id=request_id, emit=emit)
-    shown = redact(spec, values)
-    plan = build_plan(spec, intent_sha256=loaded.sha256, params=shown, context=dict(context), app=app)
+    try:
+        if context is None:
+            context = capture_context(rec, spec, values, request_id=request_id, emit=emit)
+        shown = redact(spec, values)
+        plan = build_plan(spec, intent_sha256=loaded.sha256, params=shown, context=dict(context), app=app)
+        check_action_inputs(spec, plan)
+    except (TemplateError, ParamError) as exc:
+        raise _located(loaded, exc) from None
     rec.store.save_plan(plan.plan_hash, plan_json(plan))
     return plan, values
+
+
+def check_action_inputs(spec: IntentSpec, plan: ExecutionPlan) -> None:
+    """Validate the `with:` of every action call already rendered in full, as the action will.
+
+    A bad regex or date from a param is then refused before anything runs (ParamError, exit 4)
+    instead of failing its step. Calls that read other steps' outputs are rendered again at run
+    time and checked then; a step whose `when` is false never runs and is not checked.
+    """
+    calls: list[tuple[str, RenderedCall]] = []
+    for planned, step in zip(plan.steps, spec.steps, strict=True):
+        if not planned.deferred and planned.when is not False:
+            calls.append((f"steps.{planned.id}", planned.call))
+        if planned.rollback is not None and step.rollback is not None and not reads_step_outputs(step.rollback):
+            calls.append((f"steps.{planned.id}.rollback", planned.rollback))
+    calls += [(f"verify.{planned.id}", planned.call) for planned, check in zip(plan.verify, spec.verify, strict=True)
+              if not reads_step_outputs(check)]
+    actions = registry()
+    for where, call in calls:
+        if call.kind != "uses" or call.action not in actions:
+            continue
+        try:
+            actions[call.action].input_model.model_validate(call.inputs)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            problem = first["msg"].removeprefix("Value error, ")
+            raise ParamError(f"{where}.with.{field}: {call.action}: {problem}",
+                             hint="Fix the param it comes from, or the step's `with:` value.") from None
+
+
+# Errors of plan and rendering name their place as a spec path ("steps.build.with.app: ...").
+_SPEC_PLACE = re.compile(r"^(?:steps|verify|policy|context)\b[^:\s]*$")
+
+
+def _located(loaded: LoadedIntent, error: TemplateError | ParamError) -> TemplateError | ParamError:
+    """``error`` with the file and line of the place it names put first, as SpecError does."""
+    where = error.message.split(": ", 1)[0]
+    if not _SPEC_PLACE.match(where):
+        return error
+    return type(error)(f"{locate(loaded, where)}: {error.message}", hint=error.hint)
 
 
 def preflight(rec: Recorder, loaded: LoadedIntent, launch: LaunchRequest, *, request_id: str,

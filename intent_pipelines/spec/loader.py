@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 from jinja2 import TemplateSyntaxError
 from pydantic import ValidationError
+from yaml.composer import Composer
 
 from intent_pipelines.actions import registry
 from intent_pipelines.errors import ParamError, SpecError, UnknownIntentError
-from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, references
+from intent_pipelines.rendering import NAMESPACES, REQUEST_FIELDS, private_attribute, references
 from intent_pipelines.settings import settings
 from intent_pipelines.spec.models import ActionCall, IntentSpec, StepSpec
 from intent_pipelines.spec.params import check_value
@@ -39,12 +40,92 @@ class LoadedIntent:
         return hashlib.sha256(self.content.encode("utf-8")).hexdigest()
 
 
+# Bounds on what one intent file may make the loader build (docs/intents-reference.md, "Limits").
+# The bundled intents are 0.3-2.5 KB; 256 KiB is a hundred times the largest, and keeps a whole
+# catalog of maximal files (each stored with every request that uses it) in megabytes.
+MAX_INTENT_FILE_BYTES = 256 * 1024
+# Nesting levels of mappings and lists, counting through aliases. A real intent nests about 6 deep
+# (steps > step > with > value > list > item); every later pass over the data (line map, pydantic,
+# template sites) recurses once per level, so this also keeps them far from Python's recursion limit.
+MAX_YAML_DEPTH = 32
+# Nodes (keys, values, items) after expanding aliases: 100 steps of 50 values each with room to
+# spare. Aliases are counted as what they expand to, so a 400-byte "billion laughs" stops here
+# instead of building a billion-entry line map.
+MAX_YAML_NODES = 100_000
+
+
+class YamlTooLarge(yaml.YAMLError):  # type: ignore[misc]
+    """The YAML is well-formed but over one of the limits above, at ``line``."""
+
+    def __init__(self, problem: str, line: int, hint: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+        self.hint = hint
+
+
+class _BoundedComposer(Composer):  # type: ignore[misc]
+    """PyYAML's composer with the depth and (alias-expanded) node count bounded as it goes.
+
+    libyaml's own composer recurses in C and overflows the stack (a segfault) on ~50,000 nested
+    ``[``; this one runs over libyaml's events, which arrive from a non-recursive parser.
+    """
+
+    def _start_counting(self) -> None:
+        self._depth = 0  # level of the node being composed (the document's root is 1)
+        self._deepest = 0  # deepest level reached so far inside the node being composed
+        self._nodes = 0
+        # anchor -> (nodes it expands to, levels below it): what each alias to it adds.
+        self._anchored: dict[str, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        depth = self._depth + 1
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self.anchors and event.anchor not in self._anchored:
+                raise YamlTooLarge(f"alias *{event.anchor} refers to the mapping or list it is in",
+                                   line, "A recursive structure never ends; copy the values instead.")
+            size, height = self._anchored.get(event.anchor, (0, 0))
+            self._count(size, depth + height, line)
+            return super().compose_node(parent, index)
+        self._count(1, depth, line)
+        start, outer_deepest = self._nodes - 1, self._deepest
+        self._depth, self._deepest = depth, depth
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+        if event.anchor is not None:
+            self._anchored[event.anchor] = (self._nodes - start, self._deepest - depth)
+        self._deepest = max(outer_deepest, self._deepest)
+        return node
+
+    def _count(self, nodes: int, depth: int, line: int) -> None:
+        self._nodes += nodes
+        self._deepest = max(self._deepest, depth)
+        if depth > MAX_YAML_DEPTH:
+            raise YamlTooLarge(f"nesting is deeper than {MAX_YAML_DEPTH} levels (counting through aliases)",
+                               line, "Flatten the structure; intents need only a few levels.")
+        if self._nodes > MAX_YAML_NODES:
+            raise YamlTooLarge(f"the file has more than {MAX_YAML_NODES:,} values (counting what aliases "
+                               "expand to)", line, "Split it into several intents, or use fewer aliases.")
+
+
 # libyaml's parser is ~10x faster than the pure-Python one; fall back when it is not compiled in.
 _SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class IntentYamlLoader(_SafeBase):  # type: ignore[misc]
-    """SafeLoader with YAML 1.2 booleans: only true/false, so `on:`, `yes`, `no` stay strings."""
+class IntentYamlLoader(_BoundedComposer, _SafeBase):  # type: ignore[misc]
+    """SafeLoader with YAML 1.2 booleans (only true/false, so `on:`, `yes`, `no` stay strings) and bounds.
+
+    Nesting and alias expansion are bounded while composing (MAX_YAML_DEPTH, MAX_YAML_NODES).
+    """
+
+    def __init__(self, stream: str) -> None:
+        _SafeBase.__init__(self, stream)
+        self.anchors: dict[str, yaml.Node] = {}  # the C base does not run Composer.__init__
+        self._start_counting()
 
 
 IntentYamlLoader.yaml_implicit_resolvers = {
@@ -68,6 +149,8 @@ class _LineMap:
             root = loader.get_single_node()
             if root is not None:
                 self.data = loader.construct_document(root)
+        except YamlTooLarge as exc:
+            raise SpecError(exc.problem, path=path, line=exc.line, hint=exc.hint) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark else None
@@ -124,6 +207,8 @@ def _validation_hint(kind: str) -> str:
 
 def parse_intent(text: str, path: str = "<string>") -> IntentSpec:
     """Parse and fully validate one intent file's text; raise SpecError with file:line:field."""
+    if len(text) > MAX_INTENT_FILE_BYTES or len(text.encode("utf-8")) > MAX_INTENT_FILE_BYTES:
+        raise _too_big(path)
     lines = _LineMap(text, path)
     data = lines.data
     if not isinstance(data, dict):
@@ -311,9 +396,15 @@ def _check_templates(spec: IntentSpec, lines: _LineMap) -> None:
     for at, text, is_expression, readable in _template_sites(spec):
         try:
             refs = list(references(text, expression=is_expression))
+            private = private_attribute(text, expression=is_expression)
         except TemplateSyntaxError as exc:
             raise lines.error(f"template syntax error: {exc.message}", at,
                               "Fix the {{ }} expression.") from None
+        except RecursionError:
+            raise lines.error("template nests too deeply", at, "Simplify the {{ }} expression.") from None
+        if private is not None:
+            raise lines.error(f"template reads the private attribute {private!r}", at,
+                              "Templates may not reach Python internals; use params, context and steps.")
         for namespace, attr in refs:
             problem = _reference_problem(spec, namespace, attr, readable)
             if problem:
@@ -352,10 +443,38 @@ def _reference_hint(spec: IntentSpec, namespace: str) -> str:
     return f"Templates may use: {', '.join(NAMESPACES)}."
 
 
-def load_intent_file(path: Path) -> LoadedIntent:
-    """Read and validate one intent file."""
+def _too_big(path: str) -> SpecError:
+    return SpecError(f"the file is larger than {MAX_INTENT_FILE_BYTES // 1024} KiB", path=path, line=1,
+                     hint="Split it into several intents; see \"Limits\" in docs/intents-reference.md.")
+
+
+_WHERE_PART = re.compile(r"\.?([^.\[]+)|\[(\d+)\]")
+
+
+def locate(loaded: LoadedIntent, where: str) -> str:
+    """``file:line`` of a place named as plan and rendering errors name it (``steps.build.with.app``).
+
+    Steps and checks are named by id there and by index in the file; the line is that of the
+    deepest part of ``where`` the file has. Reads the file again: only for errors.
+    """
+    parts: list[str | int] = [int(index) if index else key for key, index in _WHERE_PART.findall(where)]
+    if len(parts) >= 2 and parts[0] in ("steps", "verify"):
+        ids = [c.id for c in (loaded.spec.steps if parts[0] == "steps" else loaded.spec.verify)]
+        if parts[1] in ids:
+            parts[1] = ids.index(str(parts[1]))
     try:
-        text = path.read_text(encoding="utf-8")
+        line = _LineMap(loaded.content, str(loaded.path)).line(tuple(parts))
+    except SpecError:
+        line = None
+    return f"{loaded.path}:{line}" if line else str(loaded.path)
+
+
+def load_intent_file(path: Path) -> LoadedIntent:
+    """Read and validate one intent file (never more of it than the size limit)."""
+    try:
+        # Text mode, as read_text: newlines are translated, so the content hash does not change.
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_INTENT_FILE_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", path=str(path), hint="Check the path.") from None
     except UnicodeDecodeError:

@@ -4,7 +4,15 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from intent_pipelines.retries import Backoff, RetryOn
 
@@ -12,6 +20,10 @@ NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 PARAM_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Steps (and, separately, verify checks) of one intent. A runbook a person reviews has a handful;
+# each step is a Dagster op, and the loader's graph checks (cycles, upstream sets) grow with the
+# square of the count. Past this, split the work into several intents.
+MAX_STEPS = 100
 # The launchpad's own fields (dagster_defs/launchpad.py): a param of the same name would be shadowed.
 RESERVED_PARAMS = frozenset({"dry_run", "confirm", "reason", "replay_of", "fresh_context"})
 
@@ -216,6 +228,15 @@ class IntentSpec(_Strict):
     inherit_env: list[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]] = Field(default_factory=list)
     # The sandbox of every `run` step, rollback and check that declares none of its own.
     sandbox: SandboxSpec | None = None
+
+    @field_validator("steps", "verify", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before the items are validated: 10,000 steps are refused without building 10,000 models.
+        if isinstance(value, list) and len(value) > MAX_STEPS:
+            raise ValueError(f"{len(value):,} {info.field_name} is more than the limit of {MAX_STEPS}; "
+                             "split the runbook into several intents")
+        return value
 
     @field_validator("aliases")
     @classmethod
