@@ -1,6 +1,7 @@
 """The one Definitions the workspace loads: intent jobs, audit assets, sensors and the runtime resource."""
 
 import logging
+from pathlib import Path
 
 import dagster as dg
 
@@ -16,11 +17,15 @@ from intent_pipelines.spec.loader import IntentCatalog
 _log = logging.getLogger(__name__)
 
 
-def make_definitions() -> dg.Definitions:
-    """Build every intent's job; a broken user intent file is reported and skipped, not fatal."""
-    problems: list[SpecError] = []
-    catalog = IntentCatalog.discover(problems=problems)
-    for problem in problems:
+def make_definitions(*, intent_dirs: list[Path] | None = None, strict: bool = False) -> dg.Definitions:
+    """Build every intent's job; a broken user intent file is reported and skipped, not fatal.
+
+    ``intent_dirs`` defaults to INTENTS_PATH then the bundled intents; ``strict`` raises a broken
+    file's SpecError instead (the dg component: `dg check defs` is where a team wants to hear of it).
+    """
+    problems: list[SpecError] | None = None if strict else []
+    catalog = IntentCatalog.discover(dirs=intent_dirs, problems=problems)
+    for problem in problems or []:
         # One bad file must not take the whole code location (and every other intent) down.
         _log.warning("skipping intent file: %s (run `intent validate`)", problem.one_line())
     intents = dg.Definitions(
