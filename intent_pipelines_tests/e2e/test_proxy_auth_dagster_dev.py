@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import requests
 from websockets.exceptions import InvalidStatus
@@ -27,7 +26,7 @@ from intent_pipelines.dagster_dev import DagsterDev
 from intent_pipelines.deploy.local_nginx import LocalNginx, NginxError, nginx_binary
 from intent_pipelines.home import IntentHome
 from intent_pipelines.testing import prepare_sample_home, stop_fleet
-from intent_pipelines_tests.support.secret_scan import encodings
+from intent_pipelines_tests.support.secret_scan import encodings, file_hits
 
 INTENT_BIN = str(Path(sys.executable).parent / "intent")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "authentication.md"
@@ -85,15 +84,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
 
 def leaks(root: Path) -> dict[str, list[str]]:
     """Every file under ``root`` (bytes as text, Parquet decoded) that holds a form of the password."""
-    found: dict[str, list[str]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix == ".parquet":
-            text = json.dumps(pq.read_table(path).to_pylist(), default=str)
-        else:
-            text = path.read_bytes().decode("utf-8", "replace")
-        if hits := [form for form in PASSWORD_FORMS if form in text]:
-            found[str(path.relative_to(root))] = hits
-    return found
+    return file_hits(root, PASSWORD_FORMS)
 
 
 def assert_no_password_anywhere(proxied: Proxied, *outputs: str) -> None:

@@ -4,6 +4,7 @@ import base64
 import html
 import json
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -53,19 +54,19 @@ def encodings(secret: str) -> set[str]:
 SECRET_FORMS = sorted(set().union(*(encodings(s) for s in (TOKEN, KEY, WEBHOOK, AWS, CALLER_TOKEN))), key=len)
 
 
-def hits(text: str) -> list[str]:
-    """The secret forms found in ``text``."""
-    return [form for form in SECRET_FORMS if form in text]
+def hits(text: str, forms: Sequence[str] = SECRET_FORMS) -> list[str]:
+    """The secret forms (of ``forms``) found in ``text``."""
+    return [form for form in forms if form in text]
 
 
-def file_hits(root: Path) -> dict[str, list[str]]:
-    """Every file under ``root`` (SQLite files and WALs as bytes, Parquet decoded) that holds a secret form."""
+def file_hits(root: Path, forms: Sequence[str] = SECRET_FORMS) -> dict[str, list[str]]:
+    """Every file under ``root`` (SQLite files and WALs as bytes, Parquet decoded) that holds one of ``forms``."""
     found: dict[str, list[str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix == ".parquet":
             text = json.dumps(pq.read_table(path).to_pylist(), default=str)
         else:
             text = path.read_bytes().decode("utf-8", "replace")
-        if found_here := hits(text):
+        if found_here := hits(text, forms):
             found[str(path.relative_to(root))] = found_here
     return found
