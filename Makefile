@@ -34,7 +34,7 @@ test: lint
 	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
-	$(BIN)/pytest -m "unit or integration or e2e" -q
+	$(BIN)/pytest -m "unit or integration or chaos or e2e" -q
 	INTENT_TEST_STORAGE=postgres $(BIN)/pytest -m integration -q $(POSTGRES_SUBSET) \
 		--deselect intent_pipelines_tests/integration/cli/test_bad_input.py
 

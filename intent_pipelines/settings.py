@@ -37,6 +37,7 @@ class Settings:
     alert_sensor_interval_s: int  # INTENT_ALERT_SENSOR_INTERVAL_S
     watchdog_stale_s: float  # INTENT_WATCHDOG_STALE_S
     watchdog_grace_s: float  # INTENT_WATCHDOG_GRACE_S
+    lock_ttl_s: float  # INTENT_LOCK_TTL_S: the lease on a target, renewed every quarter of it
     audit_anchor_dir: Path | None  # INTENT_AUDIT_ANCHOR_DIR
 
     @classmethod
@@ -64,6 +65,7 @@ class Settings:
             alert_sensor_interval_s=max(1, int(_number(env, "INTENT_ALERT_SENSOR_INTERVAL_S", 10, integer=True))),
             watchdog_stale_s=_number(env, "INTENT_WATCHDOG_STALE_S", 900.0),
             watchdog_grace_s=_number(env, "INTENT_WATCHDOG_GRACE_S", 10.0),
+            lock_ttl_s=max(1.0, _number(env, "INTENT_LOCK_TTL_S", 60.0)),
             audit_anchor_dir=path("INTENT_AUDIT_ANCHOR_DIR"),
         )
 

@@ -1,6 +1,6 @@
 """Shared fixtures (a throwaway INTENT_HOME and its engine) and the test tiers, assigned by directory.
 
-A test's tier is the first directory under intent_pipelines_tests (unit, integration, e2e, bench):
+A test's tier is the first directory under intent_pipelines_tests (unit, integration, chaos, e2e, bench):
 the marker is added here, never written in the test, and a test outside those directories or
 with a tier marker of its own fails collection (so `make test` cannot silently drop it).
 
@@ -24,7 +24,7 @@ from intent_pipelines.testing import fresh_database, postgres_server, prepare_sa
 
 pytest_plugins = ["intent_pipelines_tests.support.metrics_events", "intent_pipelines_tests.support.platform_actions"]
 
-TIERS = ("unit", "integration", "e2e", "bench")
+TIERS = ("unit", "integration", "chaos", "e2e", "bench")
 ON_POSTGRES = os.environ.get("INTENT_TEST_STORAGE", "sqlite") == "postgres"
 _ROOT = Path(__file__).resolve().parent
 

@@ -18,6 +18,7 @@ from intent_pipelines.cli.output import err_console
 from intent_pipelines.confirmation import PlanChanged, check_confirmation, parse_confirm
 from intent_pipelines.engine import LaunchRequest
 from intent_pipelines.errors import ConfirmationRequired, IntentError, Refused, UsageError
+from intent_pipelines.lifecycle.crash import end_crashed_run
 from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.plan import ExecutionPlan
 from intent_pipelines.spec.loader import LoadedIntent
@@ -127,13 +128,31 @@ def launch(cli: CliContext, loaded: LoadedIntent, given: Mapping[str, Any], *, d
             # A fresh run has no root run: it is its own request (no need to read it back).
             result = dg.execute_job(job, instance=instance, run_config=run_config, tags=tags)
             run_id = result.run_id
+        ended = instance.get_run_by_id(result.run_id)
+    failure = _first_failure(result)
     request = cli.engine.store.request(run_id)
+    if request is not None and request["status"] == RequestStatus.RUNNING.value and ended is not None:
+        # The run ended but the request did not (an error outside the engine's phases): end it
+        # now as the failure sensor would, so this command reports what every other surface will.
+        end_crashed_run(cli.engine.store, cli.engine.home, run_id, run_id=result.run_id,
+                        run_status=ended.status.value, message=failure)
+        request = cli.engine.store.request(run_id)
     if request is None:  # the run failed before preflight could record anything
-        failure = next((e.message for e in result.all_events if e.is_failure), "run failed")
         return {"request_id": run_id, "run_id": run_id, "intent": spec.name, "status": "FAILED",
-                "exit_code": 1, "error": failure or "run failed", "steps": []}
+                "exit_code": 1, "error": failure, "steps": []}
     steps = [{"step": s["step_id"], "status": s["status"], "attempt": s["attempt"]}
              for s in cli.engine.store.steps(run_id)]
     return {"request_id": run_id, "run_id": run_id, "intent": spec.name, "status": request["status"],
             "plan_hash": request["plan_hash"], "exit_code": request["exit_code"],
             "error": request["error"], "steps": steps}
+
+
+def _first_failure(result: dg.JobExecutionResult) -> str:
+    """The first failed op and the innermost error it raised, in one line."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"op {event.step_key}: {error.message.strip()}"
+    return next((e.message for e in result.all_events if e.is_failure and e.message), "run failed")

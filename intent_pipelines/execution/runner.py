@@ -20,6 +20,12 @@ from intent_pipelines.retries import FailureClass, classify
 TAIL_LINES = 40
 DEFAULT_GRACE_S = 5.0
 
+# The guard beside every command: it waits on a pipe only the runner can write to. "Done" ends it;
+# end-of-file without a word means the runner died (SIGKILL, OOM), and then the command's whole
+# process group is terminated, so no step goes on changing a target that nobody follows any more.
+# Its arguments are a process group id and a number of seconds, never user text.
+_GUARD_SCRIPT = 'read -r _ || { kill -TERM "-$1" 2>/dev/null; sleep "$2"; kill -KILL "-$1" 2>/dev/null; }'
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -43,6 +49,27 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+class _Guard:
+    """Kills a command's process group if the runner dies before the command ends."""
+
+    def __init__(self, pgid: int, grace_s: float) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            # Its own session: killing the runner's process group (Ctrl-C, a supervisor) must not kill the guard.
+            self._proc = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT, "intent-guard", str(pgid), f"{grace_s:g}"],
+                                          stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+        finally:
+            os.close(read_end)
+
+    def release(self) -> None:
+        """The command has ended and been reaped by the runner: the guard leaves its group alone."""
+        with contextlib.suppress(OSError):
+            os.write(self._write_end, b"done\n")
+        os.close(self._write_end)
+        self._proc.wait()
 
 
 def run_command(
@@ -97,8 +124,9 @@ def run_command(
             hint="Check the file's permissions.",
         ) from None
 
-    ctx.on_process(proc.pid)
+    guard = _Guard(proc.pid, grace_s)
     try:
+        ctx.on_process(proc.pid)
         return _follow(ctx, proc, argv, command, started, timeout_s=timeout_s, grace_s=grace_s, check=check,
                        capture=capture)
     except BaseException:
@@ -106,6 +134,8 @@ def run_command(
         if proc.poll() is None:
             _terminate_group(proc, grace_s)
         raise
+    finally:
+        guard.release()
 
 
 def _follow(ctx: ActionContext, proc: "subprocess.Popen[bytes]", argv: Sequence[str], command: str, started: float,

@@ -1,20 +1,43 @@
-"""The lock a request holds on its target: taking it, and keeping its lease alive while work runs."""
+"""The lock a request holds on its target: taking it, keeping its lease alive, and fencing every change.
+
+The lease (INTENT_LOCK_TTL_S, renewed every quarter of it) frees a target whose holder vanished
+on another host. On the holder's own host its process decides instead: a live holder whose lease
+ran out is stuck, not gone, and keeps the lock until it ends or is stopped. Before each step,
+rollback and check the holder renews its lease (``fence``), so one that lost it changes nothing more.
+"""
 
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from intent_pipelines.audit import events as ev
-from intent_pipelines.errors import IntentError
+from intent_pipelines.errors import IntentError, LeaseLost
 from intent_pipelines.execution.context import ActionContext
-from intent_pipelines.lifecycle.crash import reap_dead_owners
+from intent_pipelines.lifecycle.crash import owner_of, reap_dead_owners
 from intent_pipelines.lifecycle.finish import Ending
+from intent_pipelines.lifecycle.liveness import Liveness
 from intent_pipelines.lifecycle.recorder import Recorder
 from intent_pipelines.settings import settings
+from intent_pipelines.status import RequestStatus
+from intent_pipelines.store.state import LockHolder, StateStore
 
-LOCK_TTL_S = 60.0
 # How long a step whose lease was lost gets between SIGTERM and SIGKILL.
 LEASE_LOST_GRACE_S = 2.0
 HEARTBEAT_S = 5.0
+
+
+def stuck_holder(store: StateStore) -> Callable[[LockHolder], str | None]:
+    """Why an expired holder keeps its lock (its process is alive on this host), or None."""
+
+    def keeps(holder: LockHolder) -> str | None:
+        row = store.request(holder.request_id)
+        owner = owner_of(row) if row is not None and row["status"] == RequestStatus.RUNNING.value else None
+        if owner is None or owner.liveness() is not Liveness.ALIVE:
+            return None
+        return f"its lease ran out but its process {owner.pid} on {owner.host} is alive (stuck, not gone)"
+
+    return keeps
 
 
 def take_lock(rec: Recorder, key: str, request_id: str, run_id: str, *, wait_s: float) -> None:
@@ -24,7 +47,8 @@ def take_lock(rec: Recorder, key: str, request_id: str, run_id: str, *, wait_s: 
         # A holder whose process died on this host is ended now, so its lock is free at once.
         reap_dead_owners(rec.store, rec.home, seen_by=f"preflight of {request_id}")
     try:
-        rec.store.acquire_lock(key, request_id=request_id, run_id=run_id, ttl_s=LOCK_TTL_S, wait_s=wait_s)
+        rec.store.acquire_lock(key, request_id=request_id, run_id=run_id, ttl_s=settings().lock_ttl_s,
+                               wait_s=wait_s, keeps_lock=stuck_holder(rec.store))
     except IntentError as exc:
         holder = rec.store.lock_holder(key)
         rec.event(ev.LockBusyEvent(lock=key, error=exc.message, holder=holder.request_id if holder else None),
@@ -32,6 +56,21 @@ def take_lock(rec: Recorder, key: str, request_id: str, run_id: str, *, wait_s: 
         rec.end(request_id, run_id, Ending.of(exc, step="preflight"))
         raise
     rec.event(ev.LockAcquire(lock=key), request_id, run_id)
+
+
+def fence(rec: Recorder, row: Mapping[str, Any], what: str) -> None:
+    """Renew the request's lease before ``what`` changes anything; LeaseLost when another holds it now."""
+    key = row["lock_key"]
+    if not key or row["dry_run"]:
+        return
+    if rec.store.renew_lock(key, request_id=row["request_id"], ttl_s=settings().lock_ttl_s):
+        return
+    holder = rec.store.lock_holder(key)
+    rec.event(ev.LockLost(lock=key, step=what, holder=holder.request_id if holder else None),
+              row["request_id"], row["run_id"])
+    raise LeaseLost(f"{what} did not start: the lease on lock {key} was lost"
+                    + (f" to request {holder.request_id}" if holder else ""),
+                    hint="See `intent status` for who holds it now; resume when it is free.")
 
 
 class Heartbeat:
@@ -52,6 +91,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        ttl_s = settings().lock_ttl_s
         last_beat = last_renew = time.monotonic()
         while not self._stop.wait(1.0):
             now = time.monotonic()
@@ -63,8 +103,8 @@ class Heartbeat:
             if now - last_beat >= HEARTBEAT_S:
                 self.store.heartbeat(self.request_id, last_log_line=self.ctx.last_line if self.ctx else None)
                 last_beat = now
-            if self.lock_key and not self.lost and now - last_renew >= LOCK_TTL_S / 4:
-                if not self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=LOCK_TTL_S):
+            if self.lock_key and not self.lost and now - last_renew >= ttl_s / 4:
+                if not self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=ttl_s):
                     self._lease_lost()
                 last_renew = now
 

@@ -169,7 +169,8 @@ def preflight(rec: Recorder, loaded: LoadedIntent, launch: LaunchRequest, *, req
         raise ConfirmationRequired(f"request {launch.replay_of} needed confirmation, so its replay does too",
                                    hint=f"Pass --confirm={plan.plan_hash[:12]} (or --confirm).")
     who = launch.who or getpass.getuser()
-    recorded_params = redact(loaded.spec, values)
+    # Numbers as their decimal text: the audit chain holds no floats (a replay parses them back).
+    recorded_params = {k: repr(v) if isinstance(v, float) else v for k, v in redact(loaded.spec, values).items()}
     created = rec.store.create_request(
         request_id=request_id, intent=plan.intent, run_id=run_id, params=recorded_params,
         context=plan.context, plan_hash=plan.plan_hash, intent_sha256=loaded.sha256,

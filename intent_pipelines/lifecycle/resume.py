@@ -8,6 +8,7 @@ from intent_pipelines.errors import UsageError
 from intent_pipelines.lifecycle.lease import take_lock
 from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.lifecycle.recorder import Recorder
+from intent_pipelines.lifecycle.rollback import finish_interrupted_rollback
 from intent_pipelines.status import RequestStatus
 
 # A re-execution may continue a request that failed or was stopped (its completed steps stand).
@@ -26,7 +27,10 @@ def check_resumable(row: Mapping[str, Any]) -> None:
 
 
 def resume_if_needed(rec: Recorder, row: dict[str, Any], run_id: str, owner: Owner | None = None) -> None:
-    """A re-execution of a failed request continues it: re-open it and re-take its lock."""
+    """A re-execution of a failed request continues it: re-open it and re-take its lock.
+
+    One that died while rolling back finishes its rollback instead, ends, and raises its outcome.
+    """
     if owner is not None and (row["owner_pid"], row["owner_host"]) != (owner.pid, owner.host):
         rec.store.set_owner(row["request_id"], host=owner.host, pid=owner.pid, token=owner.token)
     if row["status"] == RequestStatus.RUNNING.value:
@@ -40,3 +44,4 @@ def resume_if_needed(rec: Recorder, row: dict[str, Any], run_id: str, owner: Own
     rec.store.clear_cancel(row["request_id"])
     rec.event(ev.RequestResume(previous_run_id=row["run_id"], previous_status=row["status"]),
               row["request_id"], run_id)
+    finish_interrupted_rollback(rec, rec.spec_of(row), {**row, "run_id": run_id}, run_id)

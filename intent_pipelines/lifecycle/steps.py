@@ -14,7 +14,7 @@ from intent_pipelines.execution.environment import given_names
 from intent_pipelines.lifecycle.calls import OUTPUT_FILE_ENV, execute, preview
 from intent_pipelines.lifecycle.finish import Ending
 from intent_pipelines.lifecycle.gates import pass_gate
-from intent_pipelines.lifecycle.lease import LOCK_TTL_S, Heartbeat
+from intent_pipelines.lifecycle.lease import Heartbeat, fence
 from intent_pipelines.lifecycle.liveness import Owner
 from intent_pipelines.lifecycle.recorder import Recorder, print_line, secret_values
 from intent_pipelines.lifecycle.resume import resume_if_needed
@@ -22,6 +22,7 @@ from intent_pipelines.lifecycle.rollback import roll_back
 from intent_pipelines.plan import render_call
 from intent_pipelines.rendering import evaluate
 from intent_pipelines.retries import FailureClass, RetryOn, should_retry
+from intent_pipelines.settings import settings
 from intent_pipelines.spec.models import IntentSpec, StepSpec
 from intent_pipelines.status import Reason, RequestStatus, StepStatus
 
@@ -98,6 +99,7 @@ def run_step(rec: Recorder, request_id: str, step_id: str, *, run_id: str, attem
             emit(f"dry run: would{gate} {preview(call, ctx)}")
             rec.store.set_step(request_id, step_id, StepStatus.SKIPPED, run_id=run_id)
             return {}
+        fence(rec, row, f"step {step_id}")
         rec.store.set_step(request_id, step_id, StepStatus.RUNNING, run_id=run_id, attempt=attempt)
         run.event(ev.StepStart(step=step_id, attempt=attempt, action=call.describe(),
                                env=given_names({**call.env, OUTPUT_FILE_ENV: ""}, ctx.inherit) or None))
@@ -164,7 +166,7 @@ def _step_failed(run: StepRun, error: IntentError) -> None:
         wait_s = step.retry.backoff_policy().wait_before(run.attempt)
         if run.row["lock_key"]:
             # Keep the lease through the backoff wait, when no op is running to renew it.
-            rec.store.renew_lock(run.row["lock_key"], request_id=request_id, ttl_s=LOCK_TTL_S + wait_s)
+            rec.store.renew_lock(run.row["lock_key"], request_id=request_id, ttl_s=settings().lock_ttl_s + wait_s)
         run.event(ev.StepRetry(step=step.id, attempt=run.attempt, error=error.message,
                                failure_class=failure.value, wait_ms=int(wait_s * 1000)))
         print_line(step.id)(f"attempt {run.attempt}/{step.retry.attempts} failed ({failure.value}); "

@@ -4,7 +4,7 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,8 @@ from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import schema
 from intent_pipelines.store.group_commit import AuditEvent, GroupCommitter
 
+# The execution option that marks a transaction as a writer's (SQLite: BEGIN IMMEDIATE).
+_WRITER = "intent_writer"
 # Postgres advisory-lock key that serializes audit appends across hosts.
 _AUDIT_LOCK_KEY = 0x1A7E_17A0
 
@@ -70,9 +72,10 @@ def _make_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            # Take the write lock up front: read-then-write transactions (audit append, lock
-            # acquire) must not interleave between processes.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front: read-then-write transactions (audit append, lock
+            # acquire) must not interleave between processes. Readers do not: in WAL mode they never
+            # block a writer, so a process frozen (SIGSTOP) in the middle of a read stops nobody.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITER) else "BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
@@ -145,10 +148,11 @@ class StateStore:
             raise StoreError(f"cannot open the state store at {safe_url(url)}: no driver ({exc.name or exc})",
                              hint="Use sqlite:/// or postgresql:// in INTENT_STORE_URL.") from None
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._writer = self.engine.execution_options(**{_WRITER: True})
         self._committer = GroupCommitter(self.append_audit_many)
 
     def _begin(self) -> Any:
-        return self.engine.begin()
+        return self._writer.begin()
 
     # --- audit chain ---------------------------------------------------------------------------
 
@@ -542,21 +546,30 @@ class StateStore:
 
     # --- locks ---------------------------------------------------------------------------------
 
-    def acquire_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float,
-                     wait_s: float = 0.0, poll_s: float = 0.5) -> None:
-        """Take (or re-take, for the same request) the lease on ``key``; LockBusy names the holder."""
+    def acquire_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float, wait_s: float = 0.0,
+                     poll_s: float = 0.5, keeps_lock: Callable[[LockHolder], str | None] = lambda _h: None) -> None:
+        """Take (or re-take, for the same request) the lease on ``key``; LockBusy names the holder.
+
+        An expired lease is taken over unless ``keeps_lock(holder)`` says why its holder keeps it
+        (a live process on this host is stuck, not gone): expiry alone proves nothing there.
+        """
         deadline = time.monotonic() + wait_s
         while True:
-            holder = self._try_lock(key, request_id=request_id, run_id=run_id, ttl_s=ttl_s)
-            if holder is None:
+            busy = self._try_lock(key, request_id=request_id, run_id=run_id, ttl_s=ttl_s, keeps_lock=keeps_lock)
+            if busy is None:
                 return
+            holder, why = busy
             if time.monotonic() >= deadline:
+                if why:
+                    raise LockBusy(f"{key} is held by {holder.describe()}: {why}",
+                                   hint=f"Stop it with `intent stop {holder.request_id}` if it is stuck.")
                 raise LockBusy(f"{key} is held by {holder.describe()}",
                                hint=f"Wait for it to finish (`intent audit show {holder.request_id}`), "
                                     "or raise the intent's policy.lock_wait.")
             time.sleep(poll_s)
 
-    def _try_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float) -> LockHolder | None:
+    def _try_lock(self, key: str, *, request_id: str, run_id: str, ttl_s: float,
+                  keeps_lock: Callable[[LockHolder], str | None]) -> tuple[LockHolder, str] | None:
         now = time.time()
         table = schema.locks
         with self._begin() as conn:
@@ -564,8 +577,13 @@ class StateStore:
             if self.is_postgres:
                 query = query.with_for_update()
             row = conn.execute(query).first()
-            if row and row.request_id != request_id and row.expires_at > now:
-                return LockHolder(**dict(row._mapping))
+            if row and row.request_id != request_id:
+                holder = LockHolder(**dict(row._mapping))
+                if row.expires_at > now:
+                    return holder, ""
+                # Decided inside the transaction, so no one renews or takes the lease meanwhile.
+                if why := keeps_lock(holder):
+                    return holder, why
             values = {"request_id": request_id, "run_id": run_id, "host": socket.gethostname(),
                       "pid": os.getpid(), "acquired_at": now, "expires_at": now + ttl_s}
             if row:
@@ -575,7 +593,7 @@ class StateStore:
         return None
 
     def renew_lock(self, key: str, *, request_id: str, ttl_s: float) -> bool:
-        """Extend our lease; False when we no longer hold it."""
+        """Extend our lease; False when we no longer hold it (the fencing check before every change)."""
         table = schema.locks
         with self._begin() as conn:
             result = conn.execute(table.update()

@@ -278,9 +278,7 @@ def test_a_lost_lease_stops_the_step_without_rollback(user_intents: Path, instan
     """When the lease cannot be renewed (someone took the lock), the step is stopped: FAILED, lease_lost, no undo."""
     import threading
 
-    import intent_pipelines.lifecycle.lease as lease_module
-
-    monkeypatch.setattr(lease_module, "LOCK_TTL_S", 4.0)  # renew every second
+    monkeypatch.setenv("INTENT_LOCK_TTL_S", "4")  # renew every second
     undo = user_intents / "undone"
     write_intent(user_intents, f"""
 name: long-hold
