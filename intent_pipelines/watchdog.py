@@ -40,6 +40,7 @@ from intent_pipelines.errors import StepStopped
 from intent_pipelines.home import IntentHome
 from intent_pipelines.lifecycle.crash import group_alive
 from intent_pipelines.lifecycle.finish import Ending, end_request
+from intent_pipelines.lifecycle.lease import HEARTBEAT_S
 from intent_pipelines.settings import settings
 from intent_pipelines.status import FINAL_RUN_STATUSES, LIVE_RUN_STATUSES, Reason, RequestStatus, StepStatus
 from intent_pipelines.store import StateStore
@@ -117,12 +118,14 @@ def check_stuck_requests(home: IntentHome, store: StateStore, instance: Any | No
     grace_s = grace_s_from_env() if grace_s is None else grace_s
     now = time.time() if now is None else now
     running = store.requests_by_status(RequestStatus.RUNNING)
-    found: list[tuple[StuckRequest, dict[str, Any]]] = []
+    suspects = []
     for row in running:
         run_status = _run_status(instance, row["run_id"])
         why = _why_stuck(row, run_status, instance, stale_s=stale_s, now=now)
-        if why is None:
-            continue
+        if why is not None:
+            suspects.append((row, run_status, why))
+    found: list[tuple[StuckRequest, dict[str, Any]]] = []
+    for row, run_status, why in _still_silent(store, suspects):
         stuck = _begin(home, store, instance, row, why=why, run_status=run_status, grace_s=grace_s, now=now)
         found.append((stuck, row))
     if found:
@@ -149,6 +152,26 @@ def _why_stuck(row: dict[str, Any], run_status: str, instance: Any | None, *, st
         if ended is not None and now - ended > min(stale_s, 60.0):
             return f"Dagster run {run_status} {now - ended:.0f}s ago but the request never ended"
     return None
+
+
+def _still_silent(store: StateStore, suspects: list[tuple[dict[str, Any], str, str]]
+                  ) -> list[tuple[dict[str, Any], str, str]]:
+    """The suspects whose heartbeat does not move while we watch for one heartbeat interval.
+
+    Staleness is computed from wall clocks (the request's host and ours), and a clock that jumped
+    forward makes every heartbeat look old; a live request proves itself by beating meanwhile.
+    """
+    if not suspects:
+        return []
+    beats = {row["request_id"]: row["heartbeat_at"] for row, _, _ in suspects}
+    deadline = time.monotonic() + HEARTBEAT_S + 1.0
+    while time.monotonic() < deadline and beats:
+        time.sleep(0.5)
+        for request_id in list(beats):
+            row = store.request(request_id)
+            if row is None or row["status"] != RequestStatus.RUNNING.value or row["heartbeat_at"] != beats[request_id]:
+                del beats[request_id]  # it beat (or ended) meanwhile: alive, whatever the clocks say
+    return [s for s in suspects if s[0]["request_id"] in beats]
 
 
 def _run_status(instance: Any | None, run_id: str) -> str:

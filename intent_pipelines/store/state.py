@@ -179,15 +179,16 @@ class StateStore:
         with self._begin() as conn:
             if self.is_postgres:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_KEY})
-            # Taken under the write lock so ts never goes backwards along the chain. It goes into the
-            # body too, so the hash covers it; the ts column is only an index for queries.
-            ts = now_iso()
-            payloads = [canonical_body({**e.body, "kind": e.kind, "request_id": e.request_id,
-                                        "run_id": e.run_id, "ts": ts}, checked=True) for e in events]
             head = conn.execute(
-                sa.select(schema.audit_events.c.seq, schema.audit_events.c.hash)
+                sa.select(schema.audit_events.c.seq, schema.audit_events.c.hash, schema.audit_events.c.ts)
                 .order_by(schema.audit_events.c.seq.desc()).limit(1)
             ).first()
+            # Taken under the write lock, and never before the head's, so ts never goes backwards
+            # along the chain, even when a host's clock does. It goes into the body too, so the hash
+            # covers it; the ts column is only an index for queries.
+            ts = max(now_iso(), head.ts) if head else now_iso()
+            payloads = [canonical_body({**e.body, "kind": e.kind, "request_id": e.request_id,
+                                        "run_id": e.run_id, "ts": ts}, checked=True) for e in events]
             seq = head.seq + 1 if head else 0
             prev = bytes(head.hash) if head else GENESIS_PREV
             for event, payload in zip(events, payloads, strict=True):
