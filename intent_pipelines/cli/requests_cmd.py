@@ -103,8 +103,11 @@ def replay(cli: CliContext, request_id: str, dry_run: bool, fresh_context: bool,
 def resume(cli: CliContext, request_id: str, as_json: bool) -> None:
     """Re-execute a failed, stopped or waiting request from failure (finished steps are not re-run)."""
     from intent_pipelines.cli.launch import launch
+    from intent_pipelines.cli.operate import operations
     from intent_pipelines.lifecycle.resume import check_resumable
 
+    with operations(cli) as ops:
+        ops.reap()  # a request whose runner just died is CRASHED, and so resumable, now
     row = cli.engine.store.find_request(request_id)
     if row is None:
         raise UsageError(f"no request {request_id}", hint="Check the id (`intent status --all`).")

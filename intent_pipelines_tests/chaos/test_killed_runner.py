@@ -142,9 +142,8 @@ def test_a_rollback_cut_short_is_finished_once_by_resume(sample_home: IntentHome
     time.sleep(6)
     # undo-second finished before the kill; undo-change was killed with its runner.
     assert _journal(journal) == ["change", "second", "slow", "boom", "undo-second"]
-    assert _status(request_id)["status"] == RequestStatus.CRASHED.value
-    _assert_invariants(sample_home, request_id, RequestStatus.CRASHED)
 
+    # Resumed at once, with no other command in between: resume itself sees the runner is dead.
     code, out, err = invoke_cli("resume", request_id, "--json")
     assert code == 12, out + err
     outcome = json.loads(out)
