@@ -34,6 +34,7 @@ class Settings:
     webhook_url: str  # INTENT_ALERT_WEBHOOK_URL
     webhook_timeout_s: float  # INTENT_ALERT_WEBHOOK_TIMEOUT
     webhook_attempts: int  # INTENT_ALERT_WEBHOOK_ATTEMPTS
+    webhook_deadline_s: float  # INTENT_ALERT_WEBHOOK_DEADLINE: one delivery, attempts and backoff together
     alert_sensor_interval_s: int  # INTENT_ALERT_SENSOR_INTERVAL_S
     watchdog_stale_s: float  # INTENT_WATCHDOG_STALE_S
     watchdog_grace_s: float  # INTENT_WATCHDOG_GRACE_S
@@ -62,6 +63,7 @@ class Settings:
             webhook_url=text("INTENT_ALERT_WEBHOOK_URL"),
             webhook_timeout_s=max(0.1, _lenient(env, "INTENT_ALERT_WEBHOOK_TIMEOUT", 5.0)),
             webhook_attempts=max(1, int(_lenient(env, "INTENT_ALERT_WEBHOOK_ATTEMPTS", 3))),
+            webhook_deadline_s=max(0.1, _lenient(env, "INTENT_ALERT_WEBHOOK_DEADLINE", 20.0)),
             alert_sensor_interval_s=max(1, int(_number(env, "INTENT_ALERT_SENSOR_INTERVAL_S", 10, integer=True))),
             watchdog_stale_s=_number(env, "INTENT_WATCHDOG_STALE_S", 900.0),
             watchdog_grace_s=_number(env, "INTENT_WATCHDOG_GRACE_S", 10.0),
