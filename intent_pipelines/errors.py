@@ -23,6 +23,8 @@
     ├── Waiting                          a person must decide before it goes on
     │   └── ApprovalRequired      (16)   a manual gate waits for `intent approve`
     ├── StoreError                (8)    the state store cannot be reached or is inconsistent
+    │   ├── StorageFull                  no space left for the state: free some, then resume the request
+    │   └── StoreDamaged                 the store's file is damaged or gone: restore it, never write over it
     └── AuditBroken               (20)   the audit chain or a checkpoint was tampered with
 
 Each error class also names the request status and reason it ends a request with (status.py), so
@@ -161,6 +163,22 @@ class StoreError(IntentError):
     """The state store is unreachable or inconsistent."""
 
     exit_code = 8
+
+
+class StorageFull(StoreError):
+    """No space is left where the state is kept (the store, Dagster's storage, step logs).
+
+    Nothing recorded before is lost; once space is freed, the request cut short is CRASHED and
+    `intent resume` continues it.
+    """
+
+
+class StoreDamaged(StoreError):
+    """The store's SQLite file is damaged, or gone while its chain left traces: nothing is written to it.
+
+    Restore it from a copy (or move it aside on purpose); writing on would extend a chain that can
+    no longer be proven, or start a second one at seq 0.
+    """
 
 
 @dataclass(frozen=True)

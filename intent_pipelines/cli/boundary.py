@@ -10,11 +10,16 @@ work). Everything a user can cause maps to a code of the table in errors.py:
 - an OSError on a named file (a path given on the command line or through INTENT_HOME/INTENT_FLEET is
   missing, a file, too long or not writable) is a UsageError (2) naming the path;
 - a SQLAlchemy error is a StoreError (8) naming the store, never with the SQL text;
+- no space left (ENOSPC, SQLITE_FULL, a disk I/O error on a full disk: the state store, Dagster's
+  storage, step logs) is StorageFull (8) saying to free space; the requests this process runs are
+  ended first if the store still takes the write (best effort: the line printed is the fault's);
 - Ctrl-C (or an aborted prompt) exits 130.
 
 Anything else is a bug: exit 1, with the trace only under INTENT_DEBUG=1.
 """
 
+import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +28,7 @@ from typing import NoReturn
 import click
 
 from intent_pipelines.cli.output import print_error
-from intent_pipelines.errors import IntentError, UsageError
+from intent_pipelines.errors import IntentError, StorageFull, UsageError
 from intent_pipelines.settings import settings
 
 # The longest argument the CLI accepts (docs/cli.md, "Limits"): every value a user types is far
@@ -48,6 +53,8 @@ def error_boundary() -> Iterator[None]:
     try:
         yield
     except IntentError as exc:
+        if isinstance(exc, StorageFull):
+            _end_own_requests(exc)
         _exit(exc.one_line(), exc.exit_code)
     except click.exceptions.NoArgsIsHelpError:
         raise  # `intent` or `intent audit` alone: click prints the help, which is what was asked for
@@ -60,10 +67,12 @@ def error_boundary() -> Iterator[None]:
     except click.exceptions.Exit:
         raise
     except OSError as exc:
+        _exit_if_full(exc)
         if exc.filename is None:
             _internal(exc)
         _exit(path_line(exc), UsageError.exit_code)
     except Exception as exc:
+        _exit_if_full(exc)
         if type(exc).__module__.startswith("sqlalchemy."):
             from intent_pipelines.home import IntentHome
             from intent_pipelines.store.state import store_error
@@ -71,6 +80,47 @@ def error_boundary() -> Iterator[None]:
             error = store_error(exc, IntentHome.from_env().store_url())
             _exit(error.one_line(), error.exit_code)
         _internal(exc)
+
+
+def _exit_if_full(exc: Exception) -> None:
+    """Exit with StorageFull when ``exc`` (or what it was raised from) means no space is left for the state."""
+    from intent_pipelines.home import IntentHome
+    from intent_pipelines.store.integrity import sqlite_file, storage_full
+
+    try:
+        home = IntentHome.from_env()
+        store = sqlite_file(home.store_url())
+        paths, what = [home.root, *([store] if store is not None else [])], f"INTENT_HOME {home.root}"
+    except Exception:  # a home that cannot even be named (too long, a bad URL): its own error is what counts
+        paths, what = [], "the state"
+    error = storage_full(exc, paths=paths, what=what)
+    if error is not None:
+        _end_own_requests(error)
+        _exit(error.one_line(), error.exit_code)
+
+
+def _end_own_requests(error: StorageFull) -> None:
+    """End the RUNNING requests this process runs, as `intent run` does when its run ends first; never raises.
+
+    On a full disk the write usually fails too: then the request stays RUNNING with a dead owner
+    once this process exits, and the next `intent status` (or run, or the watchdog) ends it CRASHED.
+    """
+    from intent_pipelines.home import IntentHome
+    from intent_pipelines.lifecycle.crash import end_crashed_run, owner_of
+    from intent_pipelines.status import RequestStatus
+    from intent_pipelines.store import StateStore
+
+    me = (socket.gethostname(), os.getpid())
+    try:
+        home = IntentHome.from_env()
+        store = StateStore(home.store_url())
+        for row in store.requests_by_status(RequestStatus.RUNNING):
+            owner = owner_of(row)
+            if owner is not None and (owner.host, owner.pid) == me:
+                end_crashed_run(store, home, str(row["request_id"]), run_id=str(row["run_id"]),
+                                run_status="FAILURE", message=error.one_line())
+    except Exception:  # still no space (or worse): the fault's own line is what the user must see
+        return
 
 
 def click_line(exc: click.ClickException) -> str:

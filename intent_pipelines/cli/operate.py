@@ -22,11 +22,14 @@ pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 @contextmanager
 def operations(cli: CliContext) -> Iterator[Operations]:
     """Operations on this home's store and the Dagster instance the UI shows."""
+    # The store first: with PostgreSQL down (both live there, ADR 0012) that is a one-line store
+    # error (exit 8) at once, where Dagster's storage retries for ~15 s and fails as an internal error.
+    store = cli.engine.store
     import dagster as dg
 
     cli.ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
-        yield Operations(cli.home, cli.engine.store, instance)
+        yield Operations(cli.home, store, instance)
 
 
 def _age(seconds: float | None) -> str:

@@ -26,6 +26,7 @@ from intent_pipelines.errors import LockBusy, StoreError, UsageError
 from intent_pipelines.status import RequestStatus, StepStatus
 from intent_pipelines.store import schema
 from intent_pipelines.store.group_commit import AuditEvent, GroupCommitter
+from intent_pipelines.store.integrity import FileGuard, sqlite_file
 
 # The execution option that marks a transaction as a writer's (SQLite: BEGIN IMMEDIATE).
 _WRITER = "intent_writer"
@@ -56,7 +57,7 @@ class LockHolder:
                 f"lease expires in {max(0, self.expires_at - time.time()):.0f}s)")
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, guard: FileGuard | None) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
@@ -75,7 +76,18 @@ def _make_engine(url: str) -> Engine:
             # Writers take the write lock up front: read-then-write transactions (audit append, lock
             # acquire) must not interleave between processes. Readers do not: in WAL mode they never
             # block a writer, so a process frozen (SIGSTOP) in the middle of a read stops nobody.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITER) else "BEGIN")
+            writer = conn.get_execution_options().get(_WRITER)
+            if writer and guard is not None:
+                # "Opened for writing": a damaged file is refused before anything is appended to it.
+                guard.before_first_write(conn.connection.dbapi_connection)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        @sa.event.listens_for(engine, "handle_error")
+        def _sqlite_fault(context: sa.engine.ExceptionContext) -> None:
+            # A full disk or a damaged page is a StoreError that says so, wherever the statement ran.
+            error = guard.translate(context.original_exception) if guard is not None else None
+            if error is not None:
+                raise error from None
 
         return engine
     if url.startswith("postgresql://"):
@@ -97,7 +109,8 @@ def _check_columns(engine: Engine) -> None:
         if missing:
             raise StoreError(f"the state store's table {table.name} lacks columns {', '.join(missing)}: "
                              "it was created by an older version",
-                             hint="Move the old INTENT_HOME/state.db aside (it keeps its audit chain) and run again.")
+                             hint="Move the old INTENT_HOME/state.db and state.db.chain aside (they keep its audit "
+                                  "chain), and audit/checkpoints with them, and run again.")
 
 
 def safe_url(url: str) -> str:
@@ -137,11 +150,18 @@ class StateStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        guard: FileGuard | None = None
         try:
-            self.engine = _make_engine(url)
+            file = sqlite_file(url)
+            guard = FileGuard(file) if file is not None else None
+            if guard is not None:
+                guard.refuse_vanished_chain()  # before SQLite creates an empty file there
+            self.engine = _make_engine(url, guard)
             schema.metadata.create_all(self.engine)
             _check_columns(self.engine)
         except sa.exc.SQLAlchemyError as exc:
+            if guard is not None and (fault := guard.translate(exc)) is not None:
+                raise fault from None  # e.g. a full disk while the connection sets up the WAL
             raise StoreError(f"cannot open the state store at {safe_url(url)}: {exc.__class__.__name__}",
                              hint="Check INTENT_STORE_URL / INTENT_HOME and that the database is up.") from None
         except ImportError as exc:  # a URL whose database driver is not installed (mysql://, ...)
