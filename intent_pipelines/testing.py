@@ -96,41 +96,63 @@ def http_answering(status: int) -> Iterator[int]:
         server.server_close()
 
 
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a throwaway PostgreSQL on a loopback port and yield its SQLAlchemy URL.
+class PostgresServer:
+    """A throwaway PostgreSQL on a loopback port that a test can stop and start again (same data, same port).
 
     PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
-    Raises RuntimeError when the binaries are not installed.
+    RuntimeError when the binaries are not installed.
     """
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) not found")
-    as_user: list[str] = []
-    # Its own directory under /tmp: pytest's tmp dirs are private to root and unreadable to `postgres`.
-    workdir = Path(tempfile.mkdtemp(prefix="intent-pg-"))
-    data, sockets = workdir / "pgdata", workdir / "pgsock"
-    sockets.mkdir(exist_ok=True)
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        for path in (workdir, sockets):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_ports(1)
 
-    def quiet(argv: list[str], *, check: bool) -> None:
+    def __init__(self) -> None:
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) not found")
+        self._pg_ctl = pg_ctl
+        self._as_user: list[str] = []
+        # Its own directory under /tmp: pytest's tmp dirs are private to root and unreadable to `postgres`.
+        self.workdir = Path(tempfile.mkdtemp(prefix="intent-pg-"))
+        self.data, sockets = self.workdir / "pgdata", self.workdir / "pgsock"
+        sockets.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for path in (self.workdir, sockets):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_ports(1)
+        self._options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sockets} -c fsync=on"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        self._quiet([*self._as_user, initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                    check=True)
+
+    @staticmethod
+    def _quiet(argv: list[str], *, check: bool) -> None:
         subprocess.run(argv, check=check, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE)
 
-    quiet([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True)
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=on"
-    quiet([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "pg.log"),
-           "-w", "-t", "60", "start"], check=True)
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self._quiet([*self._as_user, self._pg_ctl, "-D", str(self.data), "-o", self._options, "-l",
+                     str(self.workdir / "pg.log"), "-w", "-t", "60", "start"], check=True)
+
+    def stop(self, *, check: bool = True) -> None:
+        """Stop the server: fast shutdown, every session disconnected."""
+        self._quiet([*self._as_user, self._pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], check=check)
+
+    def remove(self) -> None:
+        """Stop it if it runs and delete its data."""
+        self.stop(check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a throwaway PostgreSQL on a loopback port and yield its SQLAlchemy URL (see PostgresServer)."""
+    server = PostgresServer()
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        server.start()
+        yield server.url
     finally:
-        quiet([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.remove()
 
 
 @contextmanager
@@ -139,7 +161,8 @@ def fresh_database(server_url: str) -> Iterator[str]:
     import sqlalchemy as sa
 
     name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    # pool_pre_ping: a server restarted meanwhile (a chaos test) leaves dead pooled connections behind.
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")

@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from intent_pipelines.audit import events as ev
-from intent_pipelines.errors import IntentError, LeaseLost
+from intent_pipelines.errors import IntentError, LeaseLost, StoreError
 from intent_pipelines.execution.context import ActionContext
 from intent_pipelines.lifecycle.crash import owner_of, reap_dead_owners
 from intent_pipelines.lifecycle.finish import Ending
@@ -87,38 +89,47 @@ class Heartbeat:
         self.store, self.request_id, self.lock_key, self.ctx = rec.store, request_id, lock_key, ctx
         self.run_id = run_id or request_id
         self.lost = False  # the lease could not be renewed: the step is being stopped
+        self._last_beat = self._last_renew = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         ttl_s = settings().lock_ttl_s
-        last_beat = last_renew = time.monotonic()
+        self._last_beat = self._last_renew = time.monotonic()
         while not self._stop.wait(1.0):
-            now = time.monotonic()
-            if self.ctx is not None and not self.ctx.cancel.is_set():
-                cancel = self.store.cancel_request_of(self.request_id)
-                if cancel is not None:
-                    self.ctx.cancel_grace_s = cancel[0]
-                    self.ctx.cancel.set()
-            if now - last_beat >= HEARTBEAT_S:
-                self.store.heartbeat(self.request_id, last_log_line=self.ctx.last_line if self.ctx else None)
-                last_beat = now
-            if self.lock_key and not self.lost and now - last_renew >= ttl_s / 4:
-                if not self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=ttl_s):
-                    self._lease_lost()
-                last_renew = now
+            try:
+                self._tick(ttl_s)
+            except (StoreError, SQLAlchemyError):
+                # The store is away (a database restart, a network cut): the step goes on and the
+                # next tick tries again; the watchdog judges a heartbeat that stays missing.
+                continue
+
+    def _tick(self, ttl_s: float) -> None:
+        now = time.monotonic()
+        if self.ctx is not None and not self.ctx.cancel.is_set():
+            cancel = self.store.cancel_request_of(self.request_id)
+            if cancel is not None:
+                self.ctx.cancel_grace_s = cancel[0]
+                self.ctx.cancel.set()
+        if now - self._last_beat >= HEARTBEAT_S:
+            self.store.heartbeat(self.request_id, last_log_line=self.ctx.last_line if self.ctx else None)
+            self._last_beat = now
+        if self.lock_key and not self.lost and now - self._last_renew >= ttl_s / 4:
+            if not self.store.renew_lock(self.lock_key, request_id=self.request_id, ttl_s=ttl_s):
+                self._lease_lost()
+            self._last_renew = now
 
     def _lease_lost(self) -> None:
         """Someone else holds (or freed) the lock: the step must not go on without it."""
         self.lost = True
+        if self.ctx is not None:  # stopped first: recording the loss may itself fail
+            self.ctx.cancel_grace_s = LEASE_LOST_GRACE_S
+            self.ctx.cancel.set()
         holder = self.store.lock_holder(self.lock_key) if self.lock_key else None
         step = self.ctx.step_id if self.ctx else ""
         self.store.append_event(ev.LockLost(lock=self.lock_key or "", step=step,
                                             holder=holder.request_id if holder else None),
                                 request_id=self.request_id, run_id=self.run_id)
-        if self.ctx is not None:
-            self.ctx.cancel_grace_s = LEASE_LOST_GRACE_S
-            self.ctx.cancel.set()
 
     def __enter__(self) -> "Heartbeat":
         if settings().heartbeat:
