@@ -1,4 +1,4 @@
-"""SIGKILL of `intent run` mid-step and mid-rollback: no orphan command, a truthful status, a rollback finished once.
+"""SIGKILL of `intent run` mid-step, mid-rollback and mid-verify: no orphan command, a truthful status, a rollback finished once.
 
 Each case kills a real `intent run` child process at a chosen point (seen in the store), then
 checks the invariants: the step's command does not go on (its marker file is never written),
@@ -48,6 +48,19 @@ steps:
     needs: [slow]
     run: [python3, -c, 'open("{journal}", "a").write("boom\\n"); raise SystemExit(3)']
 """
+# A change whose verify check is slow: the runner is killed while the check runs.
+VERIFY_INTENT = """\
+name: chaos-verify
+summary: a change, then a verify check that sleeps past the kill
+policy: {{lock: "chaos-target"}}
+steps:
+  - id: change
+    run: [python3, -c, '{append}', "{journal}", "0", change]
+    rollback: {{run: [python3, -c, '{append}', "{journal}", "0", undo-change]}}
+verify:
+  - id: slow_check
+    run: [python3, -c, '{append}', "{journal}", "{check_s}", check]
+"""
 
 
 def _write_intent(directory: Path, journal: Path, *, slow_s: float, undo_s: float) -> None:
@@ -60,15 +73,16 @@ def _journal(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def _spawn_until(home: IntentHome, point: Callable[[StateStore, str], bool], what: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`intent run chaos-kill` in a child process, returned once ``point(store, request_id)`` holds."""
+def _spawn_until(home: IntentHome, point: Callable[[StateStore, str], bool], what: str,
+                 intent: str = "chaos-kill") -> tuple[subprocess.Popen[bytes], str]:
+    """`intent run INTENT` in a child process, returned once ``point(store, request_id)`` holds."""
     store = StateStore(home.store_url())
-    proc = subprocess.Popen([INTENT_BIN, "run", "chaos-kill", "--json"], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([INTENT_BIN, "run", intent, "--json"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=os.environ.copy())
 
     def reached() -> str | None:
         for row in store.requests_by_status(RequestStatus.RUNNING):
-            if row["intent"] == "chaos-kill" and point(store, str(row["request_id"])):
+            if row["intent"] == intent and point(store, str(row["request_id"])):
                 return str(row["request_id"])
         assert proc.poll() is None, f"intent run exited {proc.returncode} before {what}"
         return None
@@ -82,6 +96,11 @@ def _step_running(step: str) -> Callable[[StateStore, str], bool]:
         state = store.step_state(request_id, step)
         return state is not None and state["status"] == StepStatus.RUNNING.value
     return check
+
+
+def _verifying(store: StateStore, request_id: str) -> bool:
+    row = store.request(request_id)
+    return row is not None and row["phase"] == "VERIFY"
 
 
 def _rolling_back(store: StateStore, request_id: str) -> bool:
@@ -155,3 +174,26 @@ def test_a_rollback_cut_short_is_finished_once_by_resume(sample_home: IntentHome
     code, out, err = invoke_cli("resume", request_id)
     assert code == 2 and "was rolled back" in err
     _assert_invariants(sample_home, request_id, RequestStatus.CRASHED, RequestStatus.ROLLED_BACK)
+
+
+def test_a_runner_killed_mid_verify_is_verified_again_by_resume(sample_home: IntentHome, journal: Path,
+                                                               tmp_path: Path) -> None:
+    (tmp_path / "intents").mkdir()
+    (tmp_path / "intents" / "chaos-verify.yaml").write_text(
+        VERIFY_INTENT.format(append=APPEND, journal=journal, check_s=4))
+    proc, request_id = _spawn_until(sample_home, _verifying, "the verify phase", intent="chaos-verify")
+    _kill(proc)
+    time.sleep(6)  # the check's command died with its runner: it never writes
+    assert _journal(journal) == ["change"]
+    row = _status(request_id)
+    assert row["status"] == RequestStatus.CRASHED.value, row
+    _assert_invariants(sample_home, request_id, RequestStatus.CRASHED)
+
+    # Resume runs the check again, not the change (recorded as done), and nothing is rolled back.
+    code, out, err = invoke_cli("resume", request_id, "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["status"] == RequestStatus.SUCCEEDED.value
+    assert _journal(journal) == ["change", "check"]
+    kinds = [r.kind for r in StateStore(sample_home.store_url()).audit_records(request_id=request_id)]
+    assert kinds.count("verify.pass") == 1 and "rollback.start" not in kinds, kinds
+    _assert_invariants(sample_home, request_id, RequestStatus.CRASHED)
